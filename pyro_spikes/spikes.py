@@ -1,0 +1,161 @@
+"""
+The spike-train layout shared by every process in pyro_spikes.
+
+A realisation on :math:`[0, T]` of a :math:`D`-neuron process is one float tensor
+``events`` of shape ``batch_shape + (capacity, 1 + D)``:
+
+* column 0 holds the event time :math:`t_i \\in [0, T]`;
+* columns ``1..D`` hold the mark :math:`m_i`: the one-hot vector :math:`e_d` for an exact spike
+  of neuron :math:`d`, a soft mark in the simplex :math:`\\{m \\ge 0, \\sum_d m_d \\le 1\\}` for a
+  relaxed spike (:class:`~pyro_spikes.RelaxedPointProcess`), and the zero vector for an unused
+  (padding) row.
+
+Rows are sorted by time and padding rows carry time :math:`T`, so they sit at the end. Since
+a zero mark adds nothing to a membrane potential, exact, relaxed and padded events all flow
+through the same recursions.
+"""
+
+import numbers
+
+import torch
+
+__all__ = ["pack_spikes", "unpack_spikes", "validate_events", "num_spikes", "spike_mask"]
+
+
+def _is_train(obj):
+    """True when ``obj`` is one neuron's spike times: a 1-D array or a list of numbers."""
+    if isinstance(obj, (list, tuple)):
+        return all(isinstance(x, numbers.Number) for x in obj)
+    return getattr(obj, "ndim", 2) <= 1
+
+
+def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=None):
+    """
+    Pack per-neuron spike times into the ``events`` layout.
+
+    :param times_per_neuron: one 1-D array of spike times per neuron (list of length ``D``),
+        or, for a batch, a list of such lists (all with the same ``D``).
+    :param float duration: the observation window :math:`T`; every time must lie in
+        :math:`[0, T]`.
+    :param int capacity: number of rows; defaults to the largest spike count in the batch.
+        Raises :class:`ValueError` naming ``capacity`` if a train has more spikes.
+    :returns: tensor of shape ``(capacity, 1 + D)`` or ``(B, capacity, 1 + D)``.
+    :rtype: torch.Tensor
+    """
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    duration = float(duration)
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    if len(times_per_neuron) == 0:
+        raise ValueError("times_per_neuron must name at least one neuron")
+    batched = not _is_train(times_per_neuron[0])
+    batch = list(times_per_neuron) if batched else [times_per_neuron]
+    num_neurons = len(batch[0])
+    flat = []
+    for b, trains in enumerate(batch):
+        if len(trains) != num_neurons:
+            raise ValueError(
+                f"times_per_neuron: sequence {b} has {len(trains)} neurons, expected {num_neurons}"
+            )
+        times, labels = [], []
+        for d, train in enumerate(trains):
+            t = torch.as_tensor(train, dtype=dtype).reshape(-1).cpu()
+            if t.numel():
+                if not torch.isfinite(t).all():
+                    raise ValueError(f"times_per_neuron[{b}][{d}] has non-finite spike times")
+                if (t < 0).any() or (t > duration).any():
+                    raise ValueError(
+                        f"times_per_neuron[{b}][{d}] has spike times outside [0, duration={duration}]"
+                    )
+            times.append(t)
+            labels.append(torch.full((t.numel(),), d, dtype=torch.long))
+        t = torch.cat(times)
+        lab = torch.cat(labels)
+        order = torch.sort(t, stable=True).indices
+        flat.append((t[order], lab[order]))
+    max_count = max(t.numel() for t, _ in flat)
+    if capacity is None:
+        capacity = max(max_count, 1)
+    elif max_count > capacity:
+        raise ValueError(
+            f"capacity={capacity} is too small: a spike train has {max_count} spikes"
+        )
+    out = torch.zeros(len(batch), capacity, 1 + num_neurons, dtype=dtype)
+    out[..., 0] = duration
+    for b, (t, lab) in enumerate(flat):
+        n = t.numel()
+        out[b, :n, 0] = t
+        out[b, torch.arange(n), 1 + lab] = 1.0
+    out = out.to(device=device)
+    return out if batched else out[0]
+
+
+def spike_mask(events):
+    """Boolean mask of shape ``batch_shape + (capacity,)``: rows that carry a (nonzero) mark."""
+    return (events[..., 1:] != 0).any(-1)
+
+
+def num_spikes(events):
+    """Total mark mass per neuron, shape ``batch_shape + (D,)`` (spike counts for exact marks)."""
+    return events[..., 1:].sum(-2)
+
+
+def unpack_spikes(events):
+    """
+    Inverse of :func:`pack_spikes` for exact (one-hot) marks.
+
+    :param torch.Tensor events: tensor of shape ``batch_shape + (capacity, 1 + D)``.
+    :returns: for an unbatched input a list of ``D`` 1-D tensors of spike times; otherwise
+        nested lists following ``batch_shape``.
+    """
+    if events.dim() < 2:
+        raise ValueError(f"events must have shape (..., capacity, 1 + D), got {tuple(events.shape)}")
+    marks = events[..., 1:]
+    hard = (marks == 0) | (marks == 1)
+    if not bool(hard.all()) or bool((marks.sum(-1) > 1).any()):
+        raise ValueError("unpack_spikes needs exact one-hot marks; got soft marks in events")
+    if events.dim() > 2:
+        return [unpack_spikes(e) for e in events]
+    num_neurons = marks.shape[-1]
+    return [events[marks[:, d] == 1, 0] for d in range(num_neurons)]
+
+
+def validate_events(events, duration, num_neurons, relaxed=False, name="events"):
+    """
+    Check that ``events`` follows the layout, raising :class:`ValueError` naming the problem.
+
+    Checks: shape ``(..., capacity, 1 + num_neurons)``, finite times in :math:`[0, T]`, sorted
+    times, marks one-hot or zero (exact) or in the sub-simplex (``relaxed=True``).
+    """
+    if not isinstance(events, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(events).__name__}")
+    if events.dim() < 2 or events.shape[-1] != 1 + num_neurons:
+        raise ValueError(
+            f"{name} must have shape (..., capacity, 1 + D) with D={num_neurons}, "
+            f"got {tuple(events.shape)}"
+        )
+    times = events[..., 0]
+    marks = events[..., 1:]
+    if not bool(torch.isfinite(events).all()):
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    if bool((times < 0).any()) or bool((times > duration).any()):
+        raise ValueError(f"{name} has spike times outside [0, duration={float(duration)}]")
+    if events.shape[-2] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
+        raise ValueError(f"{name} spike times must be sorted in increasing order along dim -2")
+    if relaxed:
+        tol = 1e-5 if events.dtype != torch.float64 else 1e-10
+        if bool((marks < 0).any()) or bool((marks.sum(-1) > 1 + tol).any()):
+            raise ValueError(f"{name} marks must be nonnegative with sum <= 1 (soft marks)")
+    else:
+        is_binary = bool(((marks == 0) | (marks == 1)).all())
+        if not is_binary or bool((marks.sum(-1) > 1).any()):
+            raise ValueError(
+                f"{name} marks must be one-hot (a spike) or all-zero (padding) for an exact process"
+            )
+        # padding rows must sit at the end (time T) so no spike is hidden behind them
+        pad = ~spike_mask(events)
+        if bool((pad & (times < duration)).any()):
+            raise ValueError(
+                f"{name} has padding rows (zero marks) at times before duration={float(duration)}"
+            )
