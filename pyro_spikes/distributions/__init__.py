@@ -1,0 +1,17 @@
+"""Point processes on spike trains as Pyro distributions."""
+
+from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.distributions.hawkes import HawkesProcess
+from pyro_spikes.distributions.point_process import PointProcess
+from pyro_spikes.distributions.poisson import PoissonProcess
+from pyro_spikes.distributions.scan import exp_decay_scan
+from pyro_spikes.distributions.spiking import SpikingPointProcess
+
+__all__ = [
+    "HawkesProcess",
+    "PointProcess",
+    "PoissonProcess",
+    "SpikingPointProcess",
+    "exp_decay_scan",
+    "spike_trains",
+]

@@ -1,0 +1,43 @@
+"""Constraints for spike-train values in the ``events`` layout."""
+
+import torch
+from torch.distributions import constraints
+
+__all__ = ["spike_trains"]
+
+
+class _SpikeTrains(constraints.Constraint):
+    """
+    Realisations on ``[0, duration]`` of a ``num_neurons``-neuron process in the ``events``
+    layout: sorted times in ``[0, duration]``, marks one-hot or zero (``relaxed=False``) or in the
+    sub-simplex :math:`\\{m \\ge 0, \\sum_d m_d \\le 1\\}` (``relaxed=True``).
+    """
+
+    event_dim = 2
+
+    def __init__(self, duration, num_neurons, relaxed=False):
+        self.duration = float(duration)
+        self.num_neurons = int(num_neurons)
+        self.relaxed = relaxed
+        super().__init__()
+
+    def check(self, value):
+        times, marks = value[..., 0], value[..., 1:]
+        ok = (times >= 0) & (times <= self.duration) & torch.isfinite(value).all(-1)
+        if value.shape[-2] > 1:
+            ok[..., 1:] &= times[..., 1:] >= times[..., :-1]
+        if self.relaxed:
+            tol = 1e-5 if value.dtype != torch.float64 else 1e-10
+            ok &= (marks >= 0).all(-1) & (marks.sum(-1) <= 1 + tol)
+        else:
+            ok &= ((marks == 0) | (marks == 1)).all(-1) & (marks.sum(-1) <= 1)
+        return ok.all(-1)
+
+    def __repr__(self):
+        return (
+            f"{self.__class__.__name__[1:]}(duration={self.duration}, "
+            f"num_neurons={self.num_neurons}, relaxed={self.relaxed})"
+        )
+
+
+spike_trains = _SpikeTrains

@@ -1,0 +1,228 @@
+"""
+Base class of the multivariate temporal point processes in pyro_spikes.
+"""
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+
+from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.spikes import validate_events
+
+__all__ = ["PointProcess"]
+
+
+def as_param(x, like=None):
+    """``x`` as a tensor; numbers take ``like``'s dtype and device (default dtype otherwise)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if like is not None:
+        return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    return torch.as_tensor(x, dtype=torch.get_default_dtype())
+
+
+class PointProcess(TorchDistribution):
+    """
+    A :math:`D`-variate temporal point process on :math:`[0, T]` whose values are spike trains in
+    the ``events`` layout (see :mod:`pyro_spikes.spikes`), ``event_shape = (capacity, 1 + D)``.
+
+    Subclasses describe the conditional intensity :math:`\\lambda_d(t \\mid \\mathcal H_t)` through
+    :meth:`_row_terms`; this class turns it into the log-likelihood
+
+    .. math::
+
+        \\log p(J) = \\sum_i \\sum_d m_{i,d} \\log \\lambda_d(t_i^-)
+                    - \\sum_d \\int_0^T \\lambda_d(t)\\, dt,
+
+    (for one-hot marks :math:`m_i = e_{d_i}` this is the usual point-process likelihood; soft
+    marks enter linearly, so log_prob is differentiable in them), the compensator path
+    :math:`\\Lambda_d(t) = \\int_0^t \\lambda_d` and the intensity path, by evaluating the
+    intensity at the sorted union of the event rows and auxiliary zero-mark rows (the origin,
+    :math:`T`, query times and, for processes that integrate numerically, a grid of spacing at
+    most :meth:`_max_step`). Zero-mark rows leave the history unchanged.
+
+    :param torch.Size batch_shape: batch shape of the parameters.
+    :param int num_neurons: number of neurons (mark dimensions) :math:`D`.
+    :param float duration: observation window :math:`T`.
+    :param int capacity: number of rows of a realisation.
+    """
+
+    def __init__(self, batch_shape, num_neurons, duration, capacity, validate_args=None):
+        duration = float(duration)
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"duration must be a positive finite number, got {duration}")
+        capacity = int(capacity)
+        if capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity}")
+        self.duration = duration
+        self.num_neurons = int(num_neurons)
+        self.capacity = capacity
+        super().__init__(batch_shape, torch.Size((capacity, 1 + self.num_neurons)), validate_args)
+
+    # ------------------------------------------------------------------ validation
+    @property
+    def support(self):
+        return spike_trains(self.duration, self.num_neurons)
+
+    def _validate_sample(self, value):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"value must be a torch.Tensor, got {type(value).__name__}")
+        if value.dim() >= 2 and value.shape[-2] != self.capacity:
+            raise ValueError(
+                f"value has {value.shape[-2]} rows but the distribution's capacity={self.capacity};"
+                " build the distribution with capacity=value.shape[-2]"
+            )
+        validate_events(value, self.duration, self.num_neurons, relaxed=self.support.relaxed,
+                        name="value")
+        try:
+            torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"value batch shape {tuple(value.shape[:-2])} does not broadcast with the "
+                f"distribution's batch_shape {tuple(self.batch_shape)}"
+            ) from None
+
+    def _check_capacity(self, counts):
+        """Raise if any realisation needs more rows than ``capacity``."""
+        if counts.numel() and int(counts.max()) > self.capacity:
+            raise ValueError(
+                f"capacity={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
+                " pass a larger capacity to the distribution"
+            )
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _row_terms(self, times, marks):
+        """
+        :param times: sorted row times, shape ``batch + (R,)``, first row at 0 and last at T.
+        :param marks: row marks, shape ``batch + (R, D)``.
+        :returns: ``(log_rate, integral)``: :math:`\\log\\lambda_d(t_r^-)` of shape
+            ``batch + (R, D)`` and :math:`\\int_{t_r}^{t_{r+1}} \\lambda_d` of shape
+            ``batch + (R - 1, D)``.
+        """
+        raise NotImplementedError
+
+    def _max_step(self):
+        """Largest spacing of auxiliary rows, or ``None`` when integrals are exact."""
+        return None
+
+    # ------------------------------------------------------------------ row machinery
+    def _params_like(self):
+        """A tensor whose dtype and device the process follows."""
+        raise NotImplementedError
+
+    def _rows(self, events, query=None):
+        """
+        Sorted union of event rows, query rows (zero marks, placed before events at ties so
+        that they see left limits), a grid, and the rows at 0 and T.
+
+        :returns: ``(times, marks, event_pos, query_pos)`` with the positions of the original
+            event and query rows in the merged order.
+        """
+        ref = self._params_like()
+        events = events.to(dtype=ref.dtype, device=ref.device)
+        batch = events.shape[:-2]
+        pieces = []
+        if query is not None:
+            query = torch.as_tensor(query, dtype=ref.dtype, device=ref.device)
+            if bool((query < 0).any()) or bool((query > self.duration).any()):
+                raise ValueError(f"t must lie in [0, duration={self.duration}]")
+            pieces.append(query.expand(batch + query.shape[-1:]))
+        n_query = pieces[0].shape[-1] if pieces else 0
+        pieces.append(events[..., 0])
+        step = self._max_step()
+        num_grid = 1 if step is None else max(1, int(math.ceil(self.duration / step)))
+        grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)
+        pieces.append(grid.expand(batch + grid.shape))
+        times = torch.cat(pieces, -1)
+        marks = torch.cat(
+            [
+                events.new_zeros(batch + (n_query, self.num_neurons)),
+                events[..., 1:],
+                events.new_zeros(batch + (num_grid + 1, self.num_neurons)),
+            ],
+            -2,
+        )
+        times, perm = torch.sort(times, dim=-1, stable=True)
+        marks = marks.gather(-2, perm.unsqueeze(-1).expand(marks.shape))
+        inverse = torch.argsort(perm, dim=-1)
+        num_events = events.shape[-2]
+        return times, marks, inverse[..., n_query:n_query + num_events], inverse[..., :n_query]
+
+    def _terms(self, value):
+        times, marks, _, _ = self._rows(value)
+        log_rate, integral = self._row_terms(times, marks)
+        mark_term = torch.where(marks > 0, marks * log_rate, torch.zeros_like(log_rate))
+        return mark_term.sum(-2), integral.sum(-2)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        mark_term, integral = self._terms(value)
+        return (mark_term - integral).sum(-1)
+
+    def log_prob_per_neuron(self, value):
+        """
+        The log-likelihood split by neuron, shape ``batch + (D,)``:
+        :math:`\\sum_i m_{i,d} \\log\\lambda_d(t_i^-) - \\int_0^T \\lambda_d`. Summing a subset
+        of neurons gives the partial likelihood of those neurons given the whole history.
+        """
+        if self._validate_args:
+            self._validate_sample(value)
+        mark_term, integral = self._terms(value)
+        return mark_term - integral
+
+    def intensity(self, events, t):
+        """
+        Conditional intensity :math:`\\lambda_d(t^- \\mid \\mathcal H_t)` of the realisation
+        ``events`` at query times ``t`` (1-D, or batched ``batch + (n,)``).
+
+        :returns: tensor of shape ``batch + (n, D)``.
+        """
+        if self._validate_args:
+            self._validate_sample(events)
+        times, marks, _, query_pos = self._rows(events, query=t)
+        log_rate, _ = self._row_terms(times, marks)
+        idx = query_pos.unsqueeze(-1).expand(query_pos.shape + (self.num_neurons,))
+        return log_rate.gather(-2, idx).exp()
+
+    def compensator(self, events):
+        """
+        Compensator :math:`\\Lambda_d(t_i) = \\int_0^{t_i} \\lambda_d(s)\\, ds` at every row of
+        ``events``, shape ``batch + (capacity, D)``; padding rows (time :math:`T`) hold
+        :math:`\\Lambda_d(T)`. By the time-rescaling theorem the increments of
+        :math:`\\Lambda_d` between consecutive spikes of neuron :math:`d` are i.i.d. Exp(1)
+        (see :func:`pyro_spikes.diagnostics.rescaled_intervals`).
+        """
+        if self._validate_args:
+            self._validate_sample(events)
+        times, marks, event_pos, _ = self._rows(events)
+        _, integral = self._row_terms(times, marks)
+        cum = torch.cat([torch.zeros_like(integral[..., :1, :]), integral.cumsum(-2)], -2)
+        idx = event_pos.unsqueeze(-1).expand(event_pos.shape + (self.num_neurons,))
+        return cum.gather(-2, idx)
+
+    def _compact(self, cand_times, accepted, labels, sample_batch):
+        """
+        Gather accepted candidates into the ``events`` layout.
+
+        :param cand_times: candidate times ``(N, K)``; :param accepted: bool ``(N, K)``;
+        :param labels: neuron index ``(N, K)``; :param sample_batch: output batch shape.
+        """
+        n, k = cand_times.shape
+        counts = accepted.sum(-1)
+        self._check_capacity(counts)
+        pos = (accepted.long().cumsum(-1) - 1)[accepted]
+        rows = torch.arange(n, device=cand_times.device).unsqueeze(-1).expand(n, k)[accepted]
+        out = cand_times.new_zeros(n, self.capacity, 1 + self.num_neurons)
+        out[..., 0] = self.duration
+        out[rows, pos, 0] = cand_times[accepted]
+        out[rows, pos, 1 + labels[accepted]] = 1.0
+        return out.reshape(sample_batch + self.event_shape)
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(num_neurons={self.num_neurons}, duration={self.duration}, "
+            f"capacity={self.capacity}, batch_shape={tuple(self.batch_shape)})"
+        )
+
