@@ -1,10 +1,22 @@
 """pyro_spikes: probabilistic spiking neural networks in continuous time, in Pyro."""
 
+from pyro_spikes import diagnostics
+from pyro_spikes.distributions import (
+    HawkesProcess,
+    PointProcess,
+    PoissonProcess,
+    SpikingPointProcess,
+)
 from pyro_spikes.spikes import num_spikes, pack_spikes, spike_mask, unpack_spikes, validate_events
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "HawkesProcess",
+    "PointProcess",
+    "PoissonProcess",
+    "SpikingPointProcess",
+    "diagnostics",
     "num_spikes",
     "pack_spikes",
     "spike_mask",

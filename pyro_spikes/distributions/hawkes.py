@@ -83,6 +83,9 @@ class HawkesProcess(PointProcess):
 
     def _default_capacity(self, duration):
         adj = self.adjacency.detach()
+        for name, value in [("baseline", self.baseline), ("adjacency", adj)]:
+            if not bool(((value >= 0) & torch.isfinite(value)).all()):
+                raise ValueError(f"{name} must be nonnegative and finite")
         radius = float(torch.linalg.eigvals(adj).abs().max()) if adj.numel() else 0.0
         if not radius < 1:
             raise ValueError(

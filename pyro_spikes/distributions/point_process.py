@@ -22,6 +22,18 @@ def as_param(x, like=None):
     return torch.as_tensor(x, dtype=torch.get_default_dtype())
 
 
+def uniform_order_statistics(counts, width, duration, like):
+    """
+    For each row ``n``, ``counts[n]`` sorted i.i.d. Uniform(0, T) times in the first columns of
+    a ``(N, width)`` tensor (the rest hold ``T``), and the mask of those columns: the event
+    times of a homogeneous Poisson process given its count.
+    """
+    valid = torch.arange(width, device=like.device) < counts.unsqueeze(-1)
+    times = torch.rand(valid.shape, dtype=like.dtype, device=like.device) * duration
+    times = torch.where(valid, times, torch.full_like(times, duration)).sort(-1).values
+    return times, valid
+
+
 class PointProcess(TorchDistribution):
     """
     A :math:`D`-variate temporal point process on :math:`[0, T]` whose values are spike trains in
@@ -36,7 +48,8 @@ class PointProcess(TorchDistribution):
                     - \\sum_d \\int_0^T \\lambda_d(t)\\, dt,
 
     (for one-hot marks :math:`m_i = e_{d_i}` this is the usual point-process likelihood; soft
-    marks enter linearly, so log_prob is differentiable in them), the compensator path
+    marks in the sub-simplex enter linearly, both here and in the history, so log_prob accepts
+    them and is differentiable in them), the compensator path
     :math:`\\Lambda_d(t) = \\int_0^t \\lambda_d` and the intensity path, by evaluating the
     intensity at the sorted union of the event rows and auxiliary zero-mark rows (the origin,
     :math:`T`, query times and, for processes that integrate numerically, a grid of spacing at
@@ -73,8 +86,8 @@ class PointProcess(TorchDistribution):
                 f"value has {value.shape[-2]} rows but the distribution's capacity={self.capacity};"
                 " build the distribution with capacity=value.shape[-2]"
             )
-        validate_events(value, self.duration, self.num_neurons, relaxed=self.support.relaxed,
-                        name="value")
+        # log_prob extends linearly to soft marks (relaxed histories), so accept the sub-simplex
+        validate_events(value, self.duration, self.num_neurons, relaxed=True, name="value")
         try:
             torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
         except RuntimeError:
@@ -152,7 +165,9 @@ class PointProcess(TorchDistribution):
     def _terms(self, value):
         times, marks, _, _ = self._rows(value)
         log_rate, integral = self._row_terms(times, marks)
-        mark_term = torch.where(marks > 0, marks * log_rate, torch.zeros_like(log_rate))
+        # a zero rate (log -inf) only matters where a mark sits; elsewhere 0 * -inf is 0
+        keep = (marks > 0) | torch.isfinite(log_rate)
+        mark_term = torch.where(keep, marks * log_rate, torch.zeros_like(log_rate))
         return mark_term.sum(-2), integral.sum(-2)
 
     def log_prob(self, value):

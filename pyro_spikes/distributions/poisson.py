@@ -4,7 +4,7 @@ import torch
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param
+from pyro_spikes.distributions.point_process import PointProcess, as_param, uniform_order_statistics
 
 __all__ = ["PoissonProcess"]
 
@@ -41,6 +41,8 @@ class PoissonProcess(PointProcess):
             raise ValueError(f"rate must have shape (..., D), got {tuple(rate.shape)}")
         self.rate = rate
         if capacity is None:
+            if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
+                raise ValueError("rate must be nonnegative and finite")
             capacity = _poisson_capacity(float(rate.detach().sum(-1).max()) * float(duration))
         super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args)
 
@@ -80,9 +82,7 @@ class PoissonProcess(PointProcess):
             self._check_capacity(counts)
             k = max(int(counts.max()) if counts.numel() else 0, 1)
             n = rate.shape[0]
-            times = torch.rand(n, k, dtype=rate.dtype, device=rate.device) * self.duration
-            times = times.sort(-1).values
-            accepted = torch.arange(k, device=rate.device) < counts.unsqueeze(-1)
+            times, accepted = uniform_order_statistics(counts, k, self.duration, rate)
             probs = rate / total.clamp(min=torch.finfo(rate.dtype).tiny).unsqueeze(-1)
             probs = torch.where(total.unsqueeze(-1) > 0, probs, torch.ones_like(probs))
             labels = torch.multinomial(probs, k, replacement=True)

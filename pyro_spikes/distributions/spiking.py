@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param
+from pyro_spikes.distributions.point_process import PointProcess, as_param, uniform_order_statistics
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions.scan import exp_decay_scan
 
@@ -113,6 +113,8 @@ class SpikingPointProcess(PointProcess):
         self.quadrature_order = int(quadrature_order)
         self.max_step = None if max_step is None else float(max_step)
         if capacity is None:
+            if not bool(((upper_bound > 0) & torch.isfinite(upper_bound)).all()):
+                raise ValueError("upper_bound must be positive and finite")
             bound = float(upper_bound.detach().max()) * num_neurons
             capacity = _poisson_capacity(bound * float(duration))
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
@@ -184,10 +186,7 @@ class SpikingPointProcess(PointProcess):
         """Homogeneous Poisson candidates at rate ``bound`` (shape ``(N,)``) on [0, T]."""
         counts = torch.poisson(bound * self.duration)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
-        times = torch.rand(n, k, dtype=like.dtype, device=like.device) * self.duration
-        times = times.sort(-1).values
-        valid = torch.arange(k, device=like.device) < counts.unsqueeze(-1)
-        return times, valid
+        return uniform_order_statistics(counts, k, self.duration, like)
 
     @staticmethod
     def _weight_column(weight, label):

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from pyro_spikes import pack_spikes, unpack_spikes, validate_events
+from pyro_spikes.spikes import num_spikes
+
+
+def test_pack_unpack_round_trip_single():
+    trains = [torch.tensor([0.1, 0.5, 0.9]), torch.tensor([]), torch.tensor([0.3])]
+    events = pack_spikes(trains, duration=1.0, capacity=6)
+    assert events.shape == (6, 4)
+    assert torch.all(events[1:, 0] >= events[:-1, 0])
+    assert events[4:, 0].eq(1.0).all() and events[4:, 1:].eq(0).all()
+    back = unpack_spikes(events)
+    for a, b in zip(trains, back):
+        assert torch.equal(a, b)
+    assert num_spikes(events).tolist() == [3.0, 0.0, 1.0]
+    validate_events(events, 1.0, 3)
+
+
+def test_pack_unpack_round_trip_batch():
+    batch = [[[0.2], [0.1, 0.7]], [[], [0.4, 0.45]], [[0.3, 0.31, 0.9], []]]
+    events = pack_spikes(batch, duration=1.0, dtype=torch.float64)
+    assert events.shape == (3, 3, 3) and events.dtype == torch.float64
+    back = unpack_spikes(events)
+    for seq, seq_back in zip(batch, back):
+        for a, b in zip(seq, seq_back):
+            assert b.tolist() == pytest.approx(a)
+
+
+def test_pack_errors():
+    with pytest.raises(ValueError, match="outside"):
+        pack_spikes([[0.1, 1.5]], duration=1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        pack_spikes([[0.1, 0.2], [0.3]], duration=1.0, capacity=2)
+    with pytest.raises(ValueError, match="duration"):
+        pack_spikes([[0.1]], duration=-1.0)
+    with pytest.raises(ValueError, match="neurons"):
+        pack_spikes([[[0.1], [0.2]], [[0.3]]], duration=1.0)
+
+
+def test_validate_errors():
+    good = pack_spikes([[0.1, 0.5], [0.3]], duration=1.0, capacity=4)
+    bad = good.clone()
+    bad[0, 0], bad[1, 0] = 0.4, 0.2
+    with pytest.raises(ValueError, match="sorted"):
+        validate_events(bad, 1.0, 2)
+    bad = good.clone()
+    bad[0, 0] = -0.1
+    with pytest.raises(ValueError, match="outside"):
+        validate_events(bad, 1.0, 2)
+    bad = good.clone()
+    bad[0, 1:] = torch.tensor([0.5, 0.5])
+    with pytest.raises(ValueError, match="one-hot"):
+        validate_events(bad, 1.0, 2)
+    validate_events(bad, 1.0, 2, relaxed=True)
+    bad[0, 1:] = torch.tensor([0.9, 0.5])
+    with pytest.raises(ValueError, match="sum <= 1"):
+        validate_events(bad, 1.0, 2, relaxed=True)
+    with pytest.raises(ValueError, match="shape"):
+        validate_events(good, 1.0, 3)
+    bad = good.clone()
+    bad[0, 1:] = 0  # a padding row before the end would hide spikes
+    with pytest.raises(ValueError, match="padding"):
+        validate_events(bad, 1.0, 2)
+    bad = good.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        validate_events(bad, 1.0, 2)
+
+
+def test_unpack_rejects_soft_marks():
+    events = pack_spikes([[0.1], [0.3]], duration=1.0)
+    events[0, 1:] = torch.tensor([0.7, 0.2])
+    with pytest.raises(ValueError, match="soft"):
+        unpack_spikes(events)
