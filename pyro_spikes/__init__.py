@@ -5,6 +5,7 @@ from pyro_spikes.distributions import (
     HawkesProcess,
     PointProcess,
     PoissonProcess,
+    RelaxedPointProcess,
     SpikingPointProcess,
 )
 from pyro_spikes.spikes import num_spikes, pack_spikes, spike_mask, unpack_spikes, validate_events
@@ -15,6 +16,7 @@ __all__ = [
     "HawkesProcess",
     "PointProcess",
     "PoissonProcess",
+    "RelaxedPointProcess",
     "SpikingPointProcess",
     "diagnostics",
     "num_spikes",

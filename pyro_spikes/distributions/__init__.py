@@ -4,6 +4,7 @@ from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.distributions.hawkes import HawkesProcess
 from pyro_spikes.distributions.point_process import PointProcess
 from pyro_spikes.distributions.poisson import PoissonProcess
+from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.spiking import SpikingPointProcess
 
@@ -11,7 +12,9 @@ __all__ = [
     "HawkesProcess",
     "PointProcess",
     "PoissonProcess",
+    "RelaxedPointProcess",
     "SpikingPointProcess",
+    "concrete_log_density",
     "exp_decay_scan",
     "spike_trains",
 ]

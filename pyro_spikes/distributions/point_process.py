@@ -124,41 +124,61 @@ class PointProcess(TorchDistribution):
         """A tensor whose dtype and device the process follows."""
         raise NotImplementedError
 
-    def _rows(self, events, query=None):
+    def _embed(self, marks):
+        """Map value marks ``(..., D)`` to the marks of the rows the intensity is computed on."""
+        return marks
+
+    def _select(self, x):
+        """Pick the modelled neurons out of per-row terms (identity for a full network)."""
+        return x
+
+    def _context(self):
+        """Rows of exogenous events ``(times, marks)`` that drive but are not modelled."""
+        return None
+
+    def _rows(self, events, query=None, grid=True):
         """
-        Sorted union of event rows, query rows (zero marks, placed before events at ties so
-        that they see left limits), a grid, and the rows at 0 and T.
+        Sorted union of the value's rows, query rows (zero marks, placed before events at ties
+        so that they see left limits), context rows, a grid, and the rows at 0 and T.
 
         :returns: ``(times, marks, event_pos, query_pos)`` with the positions of the original
             event and query rows in the merged order.
         """
         ref = self._params_like()
         events = events.to(dtype=ref.dtype, device=ref.device)
+        marks = self._embed(events[..., 1:])
+        num_marks = marks.shape[-1]
+        context = self._context()
         batch = events.shape[:-2]
+        if context is not None:
+            batch = torch.broadcast_shapes(batch, context[0].shape[:-1])
         pieces = []
         if query is not None:
             query = torch.as_tensor(query, dtype=ref.dtype, device=ref.device)
             if bool((query < 0).any()) or bool((query > self.duration).any()):
                 raise ValueError(f"t must lie in [0, duration={self.duration}]")
-            pieces.append(query.expand(batch + query.shape[-1:]))
-        n_query = pieces[0].shape[-1] if pieces else 0
-        pieces.append(events[..., 0])
-        step = self._max_step()
+            pieces.append((query, None))
+        pieces.append((events[..., 0], marks))
+        if context is not None:
+            pieces.append(context)
+        step = self._max_step() if grid else None
         num_grid = 1 if step is None else max(1, int(math.ceil(self.duration / step)))
         grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)
-        pieces.append(grid.expand(batch + grid.shape))
-        times = torch.cat(pieces, -1)
+        pieces.append((grid, None))
+        times = torch.cat([t.expand(batch + t.shape[-1:]) for t, _ in pieces], -1)
         marks = torch.cat(
             [
-                events.new_zeros(batch + (n_query, self.num_neurons)),
-                events[..., 1:],
-                events.new_zeros(batch + (num_grid + 1, self.num_neurons)),
+                ref.new_zeros(batch + (t.shape[-1], num_marks))
+                if m is None
+                else m.expand(batch + m.shape[-2:])
+                for t, m in pieces
             ],
             -2,
         )
         times, perm = torch.sort(times, dim=-1, stable=True)
         marks = marks.gather(-2, perm.unsqueeze(-1).expand(marks.shape))
         inverse = torch.argsort(perm, dim=-1)
+        n_query = 0 if query is None else query.shape[-1]
         num_events = events.shape[-2]
         return times, marks, inverse[..., n_query:n_query + num_events], inverse[..., :n_query]
 
@@ -168,7 +188,7 @@ class PointProcess(TorchDistribution):
         # a zero rate (log -inf) only matters where a mark sits; elsewhere 0 * -inf is 0
         keep = (marks > 0) | torch.isfinite(log_rate)
         mark_term = torch.where(keep, marks * log_rate, torch.zeros_like(log_rate))
-        return mark_term.sum(-2), integral.sum(-2)
+        return self._select(mark_term.sum(-2)), self._select(integral.sum(-2))
 
     def log_prob(self, value):
         if self._validate_args:
@@ -197,7 +217,7 @@ class PointProcess(TorchDistribution):
         if self._validate_args:
             self._validate_sample(events)
         times, marks, _, query_pos = self._rows(events, query=t)
-        log_rate, _ = self._row_terms(times, marks)
+        log_rate = self._select(self._row_terms(times, marks)[0])
         idx = query_pos.unsqueeze(-1).expand(query_pos.shape + (self.num_neurons,))
         return log_rate.gather(-2, idx).exp()
 
@@ -212,7 +232,7 @@ class PointProcess(TorchDistribution):
         if self._validate_args:
             self._validate_sample(events)
         times, marks, event_pos, _ = self._rows(events)
-        _, integral = self._row_terms(times, marks)
+        integral = self._select(self._row_terms(times, marks)[1])
         cum = torch.cat([torch.zeros_like(integral[..., :1, :]), integral.cumsum(-2)], -2)
         idx = event_pos.unsqueeze(-1).expand(event_pos.shape + (self.num_neurons,))
         return cum.gather(-2, idx)

@@ -6,9 +6,14 @@ import torch.nn.functional as F
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param, uniform_order_statistics
+from pyro_spikes.distributions.point_process import (
+    PointProcess,
+    as_param,
+    uniform_order_statistics,
+)
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions.scan import exp_decay_scan
+from pyro_spikes.spikes import validate_events
 
 __all__ = ["SpikingPointProcess"]
 
@@ -75,33 +80,42 @@ class SpikingPointProcess(PointProcess):
     }
 
     def __init__(self, bias, weight, time_constants, duration, upper_bound=5.0, capacity=None,
-                 quadrature_order=8, max_step=None, validate_args=None):
+                 quadrature_order=8, max_step=None, neurons=None, context=None,
+                 validate_args=None):
         bias = as_param(bias)
         weight = as_param(weight, bias)
         time_constants = as_param(time_constants, bias)
         upper_bound = as_param(upper_bound, bias)
         if bias.dim() < 1:
             raise ValueError(f"bias must have shape (..., D), got {tuple(bias.shape)}")
-        num_neurons = bias.shape[-1]
+        num_network = bias.shape[-1]
         if time_constants.dim() < 1:
             raise ValueError(
                 f"time_constants must have shape (..., L), got {tuple(time_constants.shape)}"
             )
         num_basis = time_constants.shape[-1]
-        if weight.dim() < 3 or weight.shape[-3:] != (num_basis, num_neurons, num_neurons):
+        if weight.dim() < 3 or weight.shape[-3:] != (num_basis, num_network, num_network):
             raise ValueError(
-                f"weight must have shape (..., L, D, D) with L={num_basis}, D={num_neurons}, "
+                f"weight must have shape (..., L, D, D) with L={num_basis}, D={num_network}, "
                 f"got {tuple(weight.shape)}"
             )
+        neurons, others = self._neuron_sets(neurons, num_network, bias.device)
+        num_neurons = neurons.numel()
+        if context is not None:
+            if neurons.numel() == num_network:
+                raise ValueError("context needs neurons: a strict subset of the network")
+            context = as_param(context, bias).to(dtype=bias.dtype, device=bias.device)
+            validate_events(context, duration, others.numel(), relaxed=True, name="context")
         try:
             batch_shape = broadcast_shape(
-                bias.shape[:-1], weight.shape[:-3], time_constants.shape[:-1], upper_bound.shape
+                bias.shape[:-1], weight.shape[:-3], time_constants.shape[:-1], upper_bound.shape,
+                () if context is None else context.shape[:-2],
             )
         except ValueError:
             raise ValueError(
                 f"bias {tuple(bias.shape)}, weight {tuple(weight.shape)}, time_constants "
-                f"{tuple(time_constants.shape)} and upper_bound {tuple(upper_bound.shape)} have "
-                "incompatible batch shapes"
+                f"{tuple(time_constants.shape)}, upper_bound {tuple(upper_bound.shape)} and "
+                "context have incompatible batch shapes"
             ) from None
         if int(quadrature_order) < 1:
             raise ValueError(f"quadrature_order must be >= 1, got {quadrature_order}")
@@ -110,6 +124,8 @@ class SpikingPointProcess(PointProcess):
         self.bias, self.weight = bias, weight
         self.time_constants, self.upper_bound = time_constants, upper_bound
         self.num_basis = num_basis
+        self.num_network = num_network
+        self.neurons, self.others, self.context = neurons, others, context
         self.quadrature_order = int(quadrature_order)
         self.max_step = None if max_step is None else float(max_step)
         if capacity is None:
@@ -119,8 +135,46 @@ class SpikingPointProcess(PointProcess):
             capacity = _poisson_capacity(bound * float(duration))
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
 
+    @staticmethod
+    def _neuron_sets(neurons, num_network, device):
+        if neurons is None:
+            neurons = torch.arange(num_network, device=device)
+        else:
+            neurons = torch.as_tensor(neurons, dtype=torch.long, device=device).reshape(-1)
+            if neurons.numel() == 0 or bool((neurons < 0).any()) or bool(
+                (neurons >= num_network).any()
+            ):
+                raise ValueError(f"neurons must be indices in [0, {num_network}), got {neurons}")
+            if neurons.unique().numel() != neurons.numel():
+                raise ValueError(f"neurons must not repeat, got {neurons.tolist()}")
+        keep = torch.ones(num_network, dtype=torch.bool, device=device)
+        keep[neurons] = False
+        return neurons, keep.nonzero().reshape(-1)
+
     def _params_like(self):
         return self.bias
+
+    @property
+    def _whole_network(self):
+        return self.context is None and bool(
+            (self.neurons == torch.arange(self.num_network, device=self.neurons.device)).all()
+        )
+
+    def _embed(self, marks):
+        if self._whole_network:
+            return marks
+        full = marks.new_zeros(marks.shape[:-1] + (self.num_network,))
+        return full.index_copy(-1, self.neurons, marks)
+
+    def _select(self, x):
+        return x if self._whole_network else x.index_select(-1, self.neurons)
+
+    def _context(self):
+        if self.context is None:
+            return None
+        marks = self.context[..., 1:]
+        full = marks.new_zeros(marks.shape[:-1] + (self.num_network,))
+        return self.context[..., 0], full.index_copy(-1, self.others, marks)
 
     def _max_step(self):
         if self.max_step is not None:
@@ -130,15 +184,21 @@ class SpikingPointProcess(PointProcess):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(SpikingPointProcess, _instance)
         batch_shape = torch.Size(batch_shape)
-        d, l = self.num_neurons, self.num_basis
+        d, l = self.num_network, self.num_basis
         new.bias = self.bias.expand(batch_shape + (d,))
         new.weight = self.weight.expand(batch_shape + (l, d, d))
         new.time_constants = self.time_constants.expand(batch_shape + (l,))
         new.upper_bound = self.upper_bound.expand(batch_shape)
         new.num_basis = l
+        new.num_network = self.num_network
+        new.neurons, new.others = self.neurons, self.others
+        new.context = (
+            None if self.context is None
+            else self.context.expand(batch_shape + self.context.shape[-2:])
+        )
         new.quadrature_order = self.quadrature_order
         new.max_step = self.max_step
-        PointProcess.__init__(new, batch_shape, d, self.duration, self.capacity,
+        PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self.capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -151,6 +211,29 @@ class SpikingPointProcess(PointProcess):
         """
         x = torch.matmul(marks.unsqueeze(-3), self.weight.transpose(-1, -2))
         return exp_decay_scan(times, x, 1.0 / self.time_constants), x
+
+    def thinning_bound(self):
+        """The thinning bound :math:`\\bar\\lambda = a |\\mathcal D|` (batch shape)."""
+        return self.upper_bound.detach() * self.num_neurons
+
+    def candidate_log_probs(self, value):
+        """
+        At every row :math:`s_k` of ``value``, the log probabilities of the thinning
+        categories given the history before :math:`s_k` (the value's earlier rows, soft marks
+        included, and the context): :math:`\\log(\\lambda_d(s_k^-)/\\bar\\lambda)` for the
+        modelled neurons and, last, :math:`\\log(1 - \\sum_d \\lambda_d(s_k^-)/\\bar\\lambda)`,
+        computed stably as :math:`\\log \\sum_d \\sigma(-u_d) - \\log |\\mathcal D|`.
+
+        :returns: tensor of shape ``batch + (capacity, |D| + 1)``.
+        """
+        times, marks, event_pos, _ = self._rows(value, grid=False)
+        h, _ = self.basis_states(times, marks)
+        u = self._select(self.bias.unsqueeze(-2) + h.sum(-3))
+        u = u.gather(-2, event_pos.unsqueeze(-1).expand(event_pos.shape + u.shape[-1:]))
+        log_share = math.log(self.num_neurons)
+        log_spike = F.logsigmoid(u) - log_share
+        log_none = torch.logsumexp(F.logsigmoid(-u), -1, keepdim=True) - log_share
+        return torch.cat([log_spike, log_none], -1)
 
     def _row_terms(self, times, marks):
         a = self.upper_bound.unsqueeze(-1).unsqueeze(-1)
@@ -171,7 +254,7 @@ class SpikingPointProcess(PointProcess):
     # ------------------------------------------------------------------ sampling
     def _flat_params(self, shape):
         """Parameters broadcast to ``shape`` and flattened to a leading ``N`` dimension."""
-        d, l = self.num_neurons, self.num_basis
+        d, l = self.num_network, self.num_basis
         n = shape.numel()
         bias = self.bias.expand(shape + (d,)).reshape(n, d)
         a = self.upper_bound.expand(shape).reshape(n)
@@ -185,6 +268,7 @@ class SpikingPointProcess(PointProcess):
     def _candidates(self, n, bound, like):
         """Homogeneous Poisson candidates at rate ``bound`` (shape ``(N,)``) on [0, T]."""
         counts = torch.poisson(bound * self.duration)
+        self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
         return uniform_order_statistics(counts, k, self.duration, like)
 
@@ -196,28 +280,112 @@ class SpikingPointProcess(PointProcess):
         rows = torch.arange(weight.shape[0], device=weight.device)
         return weight[rows, :, :, label]
 
+    @staticmethod
+    def _weight_times(weight, marks):
+        """:math:`W_l m` for a mark vector per sequence ``(N, D)``: shape ``(N, L, D)``."""
+        if weight.dim() == 3:
+            return torch.einsum("ldk,nk->nld", weight, marks)
+        return torch.einsum("nldk,nk->nld", weight, marks)
+
+    def _thinning(self, sample_shape, decide):
+        """
+        Thinning over the candidates of a homogeneous Poisson process at the bound rate
+        :math:`\\bar\\lambda = a |\\mathcal D|` (:math:`\\mathcal D` the modelled neurons),
+        interleaved in time with the context rows (whose marks are given).
+
+        :param decide: ``decide(log_probs) -> marks``: maps the log probabilities
+            ``(N, |D| + 1)`` of "spike of each modelled neuron" and "no spike" (last column) at
+            a candidate to its mark ``(N, |D|)`` (one-hot or zero for exact thinning, a concrete
+            sample for relaxed thinning).
+        :returns: ``(times, marks, valid, shape)``: candidate times ``(N, K)``, their marks
+            ``(N, K, |D|)``, the mask of real candidates and the batch shape.
+        """
+        shape = self._extended_shape(sample_shape)[:-2]
+        dsub = self.num_neurons
+        bias, weight, rate, a = self._flat_params(shape)
+        n = bias.shape[0]
+        bound = (a * dsub).detach()
+        cand, valid = self._candidates(n, bound, bias)
+        k_cand = cand.shape[-1]
+        times, is_cand = cand, valid
+        if self.context is not None:
+            ctx = self.context.expand(shape + self.context.shape[-2:])
+            ctx = ctx.reshape((n,) + ctx.shape[-2:])
+            ctx_marks = ctx[..., 1:].new_zeros(ctx.shape[:-1] + (self.num_network,))
+            ctx_marks = ctx_marks.index_copy(-1, self.others, ctx[..., 1:])
+            times, perm = torch.sort(torch.cat([cand, ctx[..., 0]], -1), dim=-1, stable=True)
+            is_cand = torch.cat([valid, torch.zeros_like(ctx[..., 0], dtype=torch.bool)], -1)
+            is_cand = is_cand.gather(-1, perm)
+            from_cand = perm < k_cand
+            ctx_index = (perm - k_cand).clamp(min=0)
+            ctx_rows = ctx_marks.gather(
+                -2, ctx_index.unsqueeze(-1).expand(ctx_index.shape + (self.num_network,))
+            )
+        whole = self._whole_network
+        log_bound_share = math.log(dsub)
+        state = bias.new_zeros(n, self.num_basis, self.num_network)
+        t_prev = bias.new_zeros(n)
+        marks = []
+        for r in range(times.shape[-1]):
+            t = times[:, r]
+            state = state * torch.exp(-(t - t_prev).unsqueeze(-1) * rate).unsqueeze(-1)
+            t_prev = t
+            u = bias + state.sum(-2)
+            u_sub = u if whole else u.index_select(-1, self.neurons)
+            # -softplus(-u) is logsigmoid(u); F.logsigmoid starts a parallel region even on
+            # tiny tensors, which stalls this sequential loop when cores are busy
+            log_spike = -F.softplus(-u_sub) - log_bound_share
+            log_none = torch.logsumexp(-F.softplus(u_sub), -1, keepdim=True) - log_bound_share
+            mark = decide(torch.cat([log_spike, log_none], -1))
+            mark = mark * is_cand[:, r].unsqueeze(-1).to(mark)
+            marks.append(mark)
+            full = mark if whole else self._embed(mark)
+            if self.context is not None:
+                full = torch.where(from_cand[:, r].unsqueeze(-1), full, ctx_rows[:, r])
+            state = state + self._weight_times(weight, full)
+        marks = torch.stack(marks, 1)
+        if self.context is not None:
+            # every sequence has exactly K candidate rows (padding candidates included)
+            marks = marks[from_cand].reshape(n, k_cand, dsub)
+        return cand, marks, valid, shape
+
     def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            if self.context is None and self._whole_network:
+                return self._sample_fast(sample_shape)
+
+            def decide(log_probs):
+                probs = log_probs.exp()
+                label = torch.multinomial(probs, 1).squeeze(-1)
+                return F.one_hot(label, probs.shape[-1])[:, :-1].to(probs)
+
+            cand, marks, valid, shape = self._thinning(sample_shape, decide)
+            accepted = marks.sum(-1) > 0
+            labels = marks.argmax(-1)
+            return self._compact(cand, accepted, labels, shape)
+
+    def _sample_fast(self, sample_shape):
+        """Exact thinning of the whole network: O(L D) column updates, no mark vectors."""
         shape = self._extended_shape(sample_shape)[:-2]
         d, l = self.num_neurons, self.num_basis
-        with torch.no_grad():
-            bias, weight, rate, a = self._flat_params(shape)
-            n = bias.shape[0]
-            bound = a * d
-            cand, valid = self._candidates(n, bound, bias)
-            state = bias.new_zeros(n, l, d)
-            t_prev = bias.new_zeros(n)
-            labels = torch.empty(cand.shape, dtype=torch.long, device=bias.device)
-            uniforms = torch.rand(cand.shape, dtype=bias.dtype, device=bias.device)
-            uniforms = uniforms * bound.unsqueeze(-1)
-            for k in range(cand.shape[-1]):
-                t = cand[:, k]
-                state = state * torch.exp(-(t - t_prev).unsqueeze(-1) * rate).unsqueeze(-1)
-                lam = a.unsqueeze(-1) * torch.sigmoid(bias + state.sum(-2))
-                label = (lam.cumsum(-1) < uniforms[:, k : k + 1]).sum(-1)
-                acc = (label < d) & valid[:, k]
-                label = label.clamp(max=d - 1)
-                state = state + self._weight_column(weight, label) * acc.unsqueeze(-1).unsqueeze(-1)
-                labels[:, k] = torch.where(acc, label, -1)
-                t_prev = t
-            accepted = labels >= 0
-            return self._compact(cand, accepted, labels.clamp(min=0), shape)
+        bias, weight, rate, a = self._flat_params(shape)
+        n = bias.shape[0]
+        bound = a * d
+        cand, valid = self._candidates(n, bound, bias)
+        state = bias.new_zeros(n, l, d)
+        t_prev = bias.new_zeros(n)
+        labels = torch.empty(cand.shape, dtype=torch.long, device=bias.device)
+        uniforms = torch.rand(cand.shape, dtype=bias.dtype, device=bias.device)
+        uniforms = uniforms * bound.unsqueeze(-1)
+        for k in range(cand.shape[-1]):
+            t = cand[:, k]
+            state = state * torch.exp(-(t - t_prev).unsqueeze(-1) * rate).unsqueeze(-1)
+            lam = a.unsqueeze(-1) * torch.sigmoid(bias + state.sum(-2))
+            label = (lam.cumsum(-1) < uniforms[:, k : k + 1]).sum(-1)
+            acc = (label < d) & valid[:, k]
+            label = label.clamp(max=d - 1)
+            state = state + self._weight_column(weight, label) * acc.unsqueeze(-1).unsqueeze(-1)
+            labels[:, k] = torch.where(acc, label, -1)
+            t_prev = t
+        accepted = labels >= 0
+        return self._compact(cand, accepted, labels.clamp(min=0), shape)
