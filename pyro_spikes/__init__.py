@@ -1,6 +1,6 @@
 """pyro_spikes: probabilistic spiking neural networks in continuous time, in Pyro."""
 
-from pyro_spikes import diagnostics
+from pyro_spikes import diagnostics, models
 from pyro_spikes.distributions import (
     HawkesProcess,
     PointProcess,
@@ -8,7 +8,15 @@ from pyro_spikes.distributions import (
     RelaxedPointProcess,
     SpikingPointProcess,
 )
-from pyro_spikes.spikes import num_spikes, pack_spikes, spike_mask, unpack_spikes, validate_events
+from pyro_spikes.models import SNN
+from pyro_spikes.spikes import (
+    num_spikes,
+    pack_spikes,
+    select_neurons,
+    spike_mask,
+    unpack_spikes,
+    validate_events,
+)
 
 __version__ = "0.1.0"
 
@@ -17,10 +25,13 @@ __all__ = [
     "PointProcess",
     "PoissonProcess",
     "RelaxedPointProcess",
+    "SNN",
     "SpikingPointProcess",
     "diagnostics",
+    "models",
     "num_spikes",
     "pack_spikes",
+    "select_neurons",
     "spike_mask",
     "unpack_spikes",
     "validate_events",

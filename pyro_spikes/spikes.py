@@ -19,7 +19,14 @@ import numbers
 
 import torch
 
-__all__ = ["pack_spikes", "unpack_spikes", "validate_events", "num_spikes", "spike_mask"]
+__all__ = [
+    "num_spikes",
+    "pack_spikes",
+    "select_neurons",
+    "spike_mask",
+    "unpack_spikes",
+    "validate_events",
+]
 
 
 def _is_train(obj):
@@ -159,3 +166,23 @@ def validate_events(events, duration, num_neurons, relaxed=False, name="events")
             raise ValueError(
                 f"{name} has padding rows (zero marks) at times before duration={float(duration)}"
             )
+
+
+def select_neurons(events, neurons, duration):
+    """
+    The sub-train of the given neurons: their mark columns, with rows of other neurons turned
+    into padding (time ``duration``, zero mark) and moved to the end, order kept.
+
+    :param torch.Tensor events: ``batch + (capacity, 1 + D)``.
+    :param neurons: indices of the neurons to keep.
+    :param float duration: the window :math:`T`.
+    :returns: tensor ``batch + (capacity, 1 + len(neurons))``.
+    """
+    idx = torch.as_tensor(neurons, dtype=torch.long, device=events.device).reshape(-1)
+    marks = events[..., 1:].index_select(-1, idx)
+    keep = (marks != 0).any(-1)
+    times = torch.where(keep, events[..., 0], torch.full_like(events[..., 0], float(duration)))
+    order = torch.sort((~keep).to(torch.int8), dim=-1, stable=True).indices
+    times = times.gather(-1, order)
+    marks = marks.gather(-2, order.unsqueeze(-1).expand(marks.shape))
+    return torch.cat([times.unsqueeze(-1), marks], -1)

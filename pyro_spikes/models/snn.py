@@ -1,0 +1,190 @@
+import math
+
+import pyro
+import torch
+from pyro.nn import PyroModule, PyroParam
+
+from pyro_spikes.distributions.relaxed import RelaxedPointProcess
+from pyro_spikes.distributions.spiking import SpikingPointProcess
+from pyro_spikes.spikes import select_neurons
+
+__all__ = ["SNN", "temperature_schedule"]
+
+
+def temperature_schedule(step, num_steps, start=1.0, end=0.3):
+    """
+    Geometric annealing of the relaxation temperature from ``start`` (step 0) to ``end``
+    (step ``num_steps - 1``): :math:`\\tau_s = \\tau_0 (\\tau_1/\\tau_0)^{s/(S-1)}`.
+    """
+    if num_steps <= 1:
+        return float(end)
+    frac = min(max(step / (num_steps - 1), 0.0), 1.0)
+    return float(start) * (float(end) / float(start)) ** frac
+
+
+class SNN(PyroModule):
+    """
+    A partially observed probabilistic spiking neural network (Rezende & Gerstner, 2014;
+    Kajino, 2021) as a Pyro model and guide.
+
+    The network has :math:`D = D_O + D_H` neurons (observed first, then hidden) with the
+    intensity of :class:`~pyro_spikes.distributions.SpikingPointProcess`,
+    :math:`\\lambda_d(t) = a\\,\\sigma(b_d + \\sum_l \\sum_{d'} W_{l,d,d'} \\sum_{t'} e^{-(t-t')/\\tau_l})`.
+    Its joint density factorises over the two groups of neurons given the whole past,
+
+    .. math::
+
+        p(J_O, J_H) = p_H(J_H \\,\\|\\, J_O)\\; p_O(J_O \\,\\|\\, J_H),
+
+    where :math:`p_H(\\cdot \\| J_O)` is the likelihood of the hidden neurons' events with the
+    observed events as context (and likewise for :math:`p_O`). :meth:`model` has one sample
+    site per factor: ``"hidden"`` (latent) and ``"observed"`` (``obs=``). With ``relaxed=True``
+    the hidden factor is the :class:`~pyro_spikes.distributions.RelaxedPointProcess` of the
+    hidden neurons (concrete marks at candidates of rate :math:`a D_H`), and the observed
+    factor sees the soft hidden marks in its history; with ``relaxed=False`` both are exact.
+
+    :meth:`guide` is :math:`q(J_H)`: the hidden neurons' own dynamics driven by the observed
+    spikes (Kajino's choice, ``guide_type="prior"``, sharing the model's parameters), or the
+    same architecture with its own parameters (``guide_type="separate"``). ``relaxed=True``
+    samples it by relaxed thinning (path-wise gradients under ``Trace_ELBO``); ``relaxed=False``
+    samples the exact process (score-function/REINFORCE gradients under ``Trace_ELBO``, or
+    ``TraceGraph_ELBO`` with a decaying-average baseline, ``baseline=True``).
+
+    :param int num_observed: :math:`D_O`.
+    :param int num_hidden: :math:`D_H`.
+    :param float duration: :math:`T` of every sequence.
+    :param time_constants: :math:`\\tau_l` of the exponential basis.
+    :param float upper_bound: :math:`a`.
+    :param str guide_type: ``"prior"`` or ``"separate"``.
+    :param float init_scale: standard deviation of the initial weights.
+    """
+
+    def __init__(self, num_observed, num_hidden, duration, time_constants=(1.0, 5.0),
+                 upper_bound=5.0, guide_type="prior", init_scale=0.1, hidden_capacity=None):
+        super().__init__()
+        if num_observed < 1 or num_hidden < 0:
+            raise ValueError("num_observed must be >= 1 and num_hidden >= 0")
+        if guide_type not in ("prior", "separate"):
+            raise ValueError(f"guide_type must be 'prior' or 'separate', got {guide_type!r}")
+        d = num_observed + num_hidden
+        self.num_observed, self.num_hidden = num_observed, num_hidden
+        self.duration = float(duration)
+        self.guide_type = guide_type
+        self.register_buffer("time_constants", torch.as_tensor(time_constants,
+                                                               dtype=torch.get_default_dtype()))
+        self.register_buffer("upper_bound", torch.tensor(float(upper_bound)))
+        num_basis = self.time_constants.numel()
+        self.bias = PyroParam(torch.zeros(d))
+        self.weight = PyroParam(init_scale * torch.randn(num_basis, d, d))
+        if guide_type == "separate":
+            self.guide_bias = PyroParam(torch.zeros(d))
+            self.guide_weight = PyroParam(init_scale * torch.randn(num_basis, d, d))
+        self.hidden_capacity = hidden_capacity
+
+    @property
+    def observed_neurons(self):
+        return list(range(self.num_observed))
+
+    @property
+    def hidden_neurons(self):
+        return list(range(self.num_observed, self.num_observed + self.num_hidden))
+
+    # ------------------------------------------------------------------ processes
+    def network(self, capacity=None, bias=None, weight=None):
+        """The full network as a :class:`SpikingPointProcess` (all neurons modelled)."""
+        return SpikingPointProcess(
+            self.bias if bias is None else bias, self.weight if weight is None else weight,
+            self.time_constants, self.duration, self.upper_bound, capacity=capacity,
+        )
+
+    def _process(self, neurons, context, bias, weight, capacity=None):
+        return SpikingPointProcess(
+            bias, weight, self.time_constants, self.duration, self.upper_bound,
+            capacity=capacity, neurons=neurons, context=context,
+        )
+
+    def hidden_process(self, observed, guide=False):
+        """The hidden neurons given the observed spikes (model factor, or the guide)."""
+        if guide and self.guide_type == "separate":
+            bias, weight = self.guide_bias, self.guide_weight
+        else:
+            bias, weight = self.bias, self.weight
+        return self._process(self.hidden_neurons, observed, bias, weight,
+                             capacity=self.hidden_capacity)
+
+    def observed_process(self, hidden, capacity):
+        """The observed neurons given the hidden spikes (model factor)."""
+        return self._process(self.observed_neurons, hidden, self.bias, self.weight,
+                             capacity=capacity)
+
+    def _check_observed(self, observed):
+        if not isinstance(observed, torch.Tensor) or observed.dim() != 3:
+            raise ValueError(
+                "observed must be a tensor of shape (num_sequences, capacity, 1 + num_observed)"
+            )
+        if observed.shape[-1] != 1 + self.num_observed:
+            raise ValueError(
+                f"observed has {observed.shape[-1] - 1} neurons, expected {self.num_observed}"
+            )
+
+    # ------------------------------------------------------------------ Pyro programs
+    def model(self, observed, relaxed=True, temperature=0.3):
+        """:math:`p(J_O, J_H; \\theta)` with ``observed`` (``(B, C, 1 + D_O)``) as data."""
+        self._check_observed(observed)
+        with pyro.plate("sequences", observed.shape[0], dim=-1):
+            if self.num_hidden:
+                hid = self.hidden_process(observed)
+                if relaxed:
+                    hid = RelaxedPointProcess(hid, temperature)
+                hidden = pyro.sample("hidden", hid)
+                obs = self.observed_process(hidden, observed.shape[-2])
+            else:
+                obs = self.network(capacity=observed.shape[-2])
+            pyro.sample("observed", obs, obs=observed)
+
+    def guide(self, observed, relaxed=True, temperature=0.3, baseline=False):
+        """:math:`q(J_H; \\phi)`: hidden dynamics driven by the observed spikes."""
+        self._check_observed(observed)
+        if not self.num_hidden:
+            return
+        with pyro.plate("sequences", observed.shape[0], dim=-1):
+            hid = self.hidden_process(observed, guide=True)
+            infer = {}
+            if relaxed:
+                hid = RelaxedPointProcess(hid, temperature)
+            elif baseline:
+                infer = {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}}
+            pyro.sample("hidden", hid, infer=infer)
+
+    # ------------------------------------------------------------------ utilities
+    @torch.no_grad()
+    def simulate(self, num_sequences, capacity=None):
+        """
+        Sample the whole network (exact thinning) and split it.
+
+        :returns: ``(observed, hidden)`` events of shapes ``(B, C, 1 + D_O)`` and
+            ``(B, C, 1 + D_H)``.
+        """
+        events = self.network(capacity=capacity).sample((num_sequences,))
+        observed = select_neurons(events, self.observed_neurons, self.duration)
+        hidden = select_neurons(events, self.hidden_neurons, self.duration)
+        count = int((observed[..., 1:].sum(-1) > 0).sum(-1).max())
+        return observed[:, : max(count, 1)], hidden
+
+    @torch.no_grad()
+    def log_marginal(self, observed, num_samples=100):
+        """
+        Importance-sampling estimate of :math:`\\log p(J_O)` per sequence with the exact guide
+        as proposal: :math:`\\log \\frac1S \\sum_s p(J_O, J_H^{(s)}) / q(J_H^{(s)})`.
+        """
+        self._check_observed(observed)
+        if not self.num_hidden:
+            return self.network(capacity=observed.shape[-2]).log_prob(observed)
+        q = self.hidden_process(observed, guide=True)
+        hidden = q.sample((num_samples,))
+        log_w = (
+            self.hidden_process(observed).log_prob(hidden)
+            + self.observed_process(hidden, observed.shape[-2]).log_prob(observed)
+            - q.log_prob(hidden)
+        )
+        return torch.logsumexp(log_w, 0) - math.log(num_samples)
