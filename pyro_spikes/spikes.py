@@ -24,6 +24,7 @@ __all__ = [
     "pack_spikes",
     "select_neurons",
     "spike_mask",
+    "trim_padding",
     "unpack_spikes",
     "validate_events",
 ]
@@ -186,3 +187,15 @@ def select_neurons(events, neurons, duration):
     times = times.gather(-1, order)
     marks = marks.gather(-2, order.unsqueeze(-1).expand(marks.shape))
     return torch.cat([times.unsqueeze(-1), marks], -1)
+
+
+def trim_padding(events, duration):
+    """
+    Drop the trailing rows that are padding (zero mark at time ``duration``) in every
+    realisation of the batch, keeping at least one row. Nothing else changes.
+    """
+    pad = (events[..., 1:] == 0).all(-1) & (events[..., 0] >= duration)
+    real = ~pad.reshape(-1, pad.shape[-1]).all(0)
+    idx = real.nonzero()
+    keep = int(idx.max()) + 1 if idx.numel() else 1
+    return events[..., :keep, :]

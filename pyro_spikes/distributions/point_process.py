@@ -8,7 +8,7 @@ import torch
 from pyro.distributions import TorchDistribution
 
 from pyro_spikes.distributions.constraints import spike_trains
-from pyro_spikes.spikes import validate_events
+from pyro_spikes.spikes import trim_padding, validate_events
 
 __all__ = ["PointProcess"]
 
@@ -183,7 +183,8 @@ class PointProcess(TorchDistribution):
         return times, marks, inverse[..., n_query:n_query + num_events], inverse[..., :n_query]
 
     def _terms(self, value):
-        times, marks, _, _ = self._rows(value)
+        # trailing padding rows add nothing to the likelihood: skip their work
+        times, marks, _, _ = self._rows(trim_padding(value, self.duration))
         log_rate, integral = self._row_terms(times, marks)
         # a zero rate (log -inf) only matters where a mark sits; elsewhere 0 * -inf is 0
         keep = (marks > 0) | torch.isfinite(log_rate)

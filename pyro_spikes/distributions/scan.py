@@ -20,15 +20,15 @@ import torch
 
 __all__ = ["exp_decay_scan"]
 
-# Upper bound on the number of entries of one block's decay matrices (all batch elements).
-_BLOCK_BUDGET = 1 << 22
-
 
 def _block_size(batch_numel, num_groups, num_rows, block_size=None):
+    # A block costs O(b^2) exponentials per (sequence, group) and a fixed per-block overhead
+    # of a few tensor operations; the total O(R b) work favours small blocks for wide batches
+    # and larger ones when the batch is narrow and the overhead dominates.
     if block_size is not None:
         return max(1, min(int(block_size), num_rows))
-    b = int((_BLOCK_BUDGET / max(1, batch_numel * num_groups)) ** 0.5)
-    return max(8, min(b, 128, num_rows))
+    b = int(128 / max(1.0, batch_numel * num_groups) ** 0.5)
+    return max(1, min(max(b, 8), 64, num_rows))
 
 
 def exp_decay_scan(times, inputs, rates, block_size=None):

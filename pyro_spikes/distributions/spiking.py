@@ -13,9 +13,18 @@ from pyro_spikes.distributions.point_process import (
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions.scan import exp_decay_scan
-from pyro_spikes.spikes import validate_events
+from pyro_spikes.spikes import trim_padding, validate_events
 
 __all__ = ["SpikingPointProcess"]
+
+
+class _Stream:
+    """Rows of one thinning run (see :meth:`SpikingPointProcess._stream`)."""
+
+    def __init__(self, shape, cand, valid, times, is_cand):
+        self.shape, self.cand, self.valid = shape, cand, valid
+        self.times, self.is_cand = times, is_cand
+        self.from_cand = self.ctx_rows = self.ctx_index = None
 
 
 def _gauss_legendre(order, like):
@@ -105,7 +114,17 @@ class SpikingPointProcess(PointProcess):
             if neurons.numel() == num_network:
                 raise ValueError("context needs neurons: a strict subset of the network")
             context = as_param(context, bias).to(dtype=bias.dtype, device=bias.device)
-            validate_events(context, duration, others.numel(), relaxed=True, name="context")
+            context = trim_padding(context, duration)
+            validate = validate_args
+            if validate is None:
+                validate = torch.distributions.Distribution._validate_args
+            if validate:
+                validate_events(context, duration, others.numel(), relaxed=True, name="context")
+            elif context.dim() < 2 or context.shape[-1] != 1 + others.numel():
+                raise ValueError(
+                    f"context must have shape (..., capacity, {1 + others.numel()}), "
+                    f"got {tuple(context.shape)}"
+                )
         try:
             batch_shape = broadcast_shape(
                 bias.shape[:-1], weight.shape[:-3], time_constants.shape[:-1], upper_bound.shape,
@@ -287,82 +306,115 @@ class SpikingPointProcess(PointProcess):
             return torch.einsum("ldk,nk->nld", weight, marks)
         return torch.einsum("nldk,nk->nld", weight, marks)
 
-    def _thinning(self, sample_shape, decide):
+    def _stream(self, sample_shape):
         """
-        Thinning over the candidates of a homogeneous Poisson process at the bound rate
-        :math:`\\bar\\lambda = a |\\mathcal D|` (:math:`\\mathcal D` the modelled neurons),
-        interleaved in time with the context rows (whose marks are given).
-
-        :param decide: ``decide(log_probs) -> marks``: maps the log probabilities
-            ``(N, |D| + 1)`` of "spike of each modelled neuron" and "no spike" (last column) at
-            a candidate to its mark ``(N, |D|)`` (one-hot or zero for exact thinning, a concrete
-            sample for relaxed thinning).
-        :returns: ``(times, marks, valid, shape)``: candidate times ``(N, K)``, their marks
-            ``(N, K, |D|)``, the mask of real candidates and the batch shape.
+        The rows of a thinning run, flattened over the batch ``N``: the candidates of a
+        homogeneous Poisson process at the bound rate :math:`\\bar\\lambda = a|\\mathcal D|`
+        (:math:`\\mathcal D` the modelled neurons) merged in time with the context rows.
         """
         shape = self._extended_shape(sample_shape)[:-2]
-        dsub = self.num_neurons
-        bias, weight, rate, a = self._flat_params(shape)
-        n = bias.shape[0]
-        bound = (a * dsub).detach()
-        cand, valid = self._candidates(n, bound, bias)
-        k_cand = cand.shape[-1]
-        times, is_cand = cand, valid
+        n = shape.numel()
+        like = self.bias.detach()
+        bound = (self.upper_bound.detach().expand(shape).reshape(n)) * self.num_neurons
+        cand, valid = self._candidates(n, bound, like)
+        stream = _Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
         if self.context is not None:
-            ctx = self.context.expand(shape + self.context.shape[-2:])
+            k = cand.shape[-1]
+            ctx = self.context.detach().expand(shape + self.context.shape[-2:])
             ctx = ctx.reshape((n,) + ctx.shape[-2:])
-            ctx_marks = ctx[..., 1:].new_zeros(ctx.shape[:-1] + (self.num_network,))
-            ctx_marks = ctx_marks.index_copy(-1, self.others, ctx[..., 1:])
             times, perm = torch.sort(torch.cat([cand, ctx[..., 0]], -1), dim=-1, stable=True)
             is_cand = torch.cat([valid, torch.zeros_like(ctx[..., 0], dtype=torch.bool)], -1)
-            is_cand = is_cand.gather(-1, perm)
-            from_cand = perm < k_cand
-            ctx_index = (perm - k_cand).clamp(min=0)
-            ctx_rows = ctx_marks.gather(
-                -2, ctx_index.unsqueeze(-1).expand(ctx_index.shape + (self.num_network,))
-            )
-        whole = self._whole_network
-        log_bound_share = math.log(dsub)
-        state = bias.new_zeros(n, self.num_basis, self.num_network)
-        t_prev = bias.new_zeros(n)
-        marks = []
-        for r in range(times.shape[-1]):
-            t = times[:, r]
-            state = state * torch.exp(-(t - t_prev).unsqueeze(-1) * rate).unsqueeze(-1)
-            t_prev = t
-            u = bias + state.sum(-2)
-            u_sub = u if whole else u.index_select(-1, self.neurons)
-            # -softplus(-u) is logsigmoid(u); F.logsigmoid starts a parallel region even on
-            # tiny tensors, which stalls this sequential loop when cores are busy
-            log_spike = -F.softplus(-u_sub) - log_bound_share
-            log_none = torch.logsumexp(-F.softplus(u_sub), -1, keepdim=True) - log_bound_share
-            mark = decide(torch.cat([log_spike, log_none], -1))
-            mark = mark * is_cand[:, r].unsqueeze(-1).to(mark)
-            marks.append(mark)
-            full = mark if whole else self._embed(mark)
-            if self.context is not None:
-                full = torch.where(from_cand[:, r].unsqueeze(-1), full, ctx_rows[:, r])
-            state = state + self._weight_times(weight, full)
-        marks = torch.stack(marks, 1)
-        if self.context is not None:
-            # every sequence has exactly K candidate rows (padding candidates included)
-            marks = marks[from_cand].reshape(n, k_cand, dsub)
-        return cand, marks, valid, shape
+            stream.times = times
+            stream.is_cand = is_cand.gather(-1, perm)
+            stream.from_cand = perm < k
+            stream.ctx_index = (perm - k).clamp(min=0)
+            stream.ctx_rows = self._context_rows(stream, self.context.detach())
+        return stream
+
+    def _context_rows(self, stream, context):
+        """The context marks ``(N, R, D_net)`` aligned with the rows of ``stream``."""
+        n = stream.times.shape[0]
+        ctx = context.expand(stream.shape + context.shape[-2:]).reshape((n,) + context.shape[-2:])
+        marks = ctx.new_zeros(ctx.shape[:-1] + (self.num_network,))
+        marks = marks.index_copy(-1, self.others, ctx[..., 1:])
+        index = stream.ctx_index
+        return marks.gather(-2, index.unsqueeze(-1).expand(index.shape + (self.num_network,)))
+
+    def _stream_potentials(self, stream, marks, bias, weight, time_constants, context):
+        """
+        Left potentials ``(N, R, D_net)`` at the rows of ``stream`` given all row marks
+        ``(N, R, |D|)``, in parallel (blocked scan), differentiable in the explicit parameter
+        tensors: the map whose fixed point the thinning loop computes.
+        """
+        shape, n = stream.shape, stream.times.shape[0]
+        d, l = self.num_network, self.num_basis
+        full = self._embed(marks)
+        if context is not None:
+            full = torch.where(stream.from_cand.unsqueeze(-1), full,
+                               self._context_rows(stream, context))
+        bias = bias.expand(shape + (d,)).reshape(n, 1, d)
+        if weight.shape[:-3].numel() == 1:
+            weight = weight.reshape(l, d, d)
+        else:
+            weight = weight.expand(shape + (l, d, d)).reshape(n, l, d, d)
+        rate = (1.0 / time_constants).expand(shape + (l,)).reshape(n, l)
+        x = torch.matmul(full.unsqueeze(1), weight.transpose(-1, -2))
+        return bias + exp_decay_scan(stream.times, x, rate).sum(1)
+
+    def _thinning_loop(self, stream, decide):
+        """
+        Run thinning over ``stream`` without autograd. At row ``r``, ``decide(r, u)`` maps the
+        left potentials ``u`` of the modelled neurons ``(N, |D|)`` to the row's mark
+        ``(N, |D|)`` (zero at context and padding rows is applied here).
+
+        :returns: ``(potentials, marks)`` of shapes ``(N, R, D_net)`` and ``(N, R, |D|)``.
+        """
+        with torch.no_grad():
+            bias, weight, rate, _ = self._flat_params(stream.shape)
+            bias, weight, rate = bias.detach(), weight.detach(), rate.detach()
+            n, num_rows = stream.times.shape
+            gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
+            decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
+            whole = self._whole_network
+            cand_mask = stream.is_cand.unsqueeze(-1).to(bias)
+            potentials = bias.new_empty(n, num_rows, self.num_network)
+            marks = bias.new_zeros(n, num_rows, self.num_neurons)
+            state = bias.new_zeros(n, self.num_basis, self.num_network)
+            for r in range(num_rows):
+                state.mul_(decay[:, r])
+                u = torch.add(bias, state.sum(1), out=potentials[:, r])
+                mark = decide(r, u if whole else u.index_select(-1, self.neurons))
+                mark = torch.mul(mark, cand_mask[:, r], out=marks[:, r])
+                full = mark if whole else self._embed(mark)
+                if stream.ctx_rows is not None:
+                    full = torch.where(stream.from_cand[:, r : r + 1], full, stream.ctx_rows[:, r])
+                state.add_(self._weight_times(weight, full))
+        return potentials, marks
+
+    def _candidate_rows(self, stream, rows):
+        """Keep the candidate rows of per-row results ``(N, R, ...)``, in time order."""
+        if stream.from_cand is None:
+            return rows
+        n, k = stream.cand.shape
+        return rows[stream.from_cand].reshape((n, k) + rows.shape[2:])
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
-            if self.context is None and self._whole_network:
+            if self._whole_network:
                 return self._sample_fast(sample_shape)
+            stream = self._stream(sample_shape)
+            uniforms = torch.rand_like(stream.times) * self.num_neurons
+            labels = torch.arange(self.num_neurons, device=uniforms.device)
 
-            def decide(log_probs):
-                probs = log_probs.exp()
-                label = torch.multinomial(probs, 1).squeeze(-1)
-                return F.one_hot(label, probs.shape[-1])[:, :-1].to(probs)
+            def decide(r, u):
+                # spike of neuron d when U lands in its share sigma(u_d) of the bound
+                label = (torch.sigmoid(u).cumsum(-1) < uniforms[:, r : r + 1]).sum(-1)
+                return (labels == label.unsqueeze(-1)).to(u)
 
-            cand, marks, valid, shape = self._thinning(sample_shape, decide)
+            _, marks = self._thinning_loop(stream, decide)
+            marks = self._candidate_rows(stream, marks)
             accepted = marks.sum(-1) > 0
-            labels = marks.argmax(-1)
-            return self._compact(cand, accepted, labels, shape)
+            return self._compact(stream.cand, accepted, marks.argmax(-1), stream.shape)
 
     def _sample_fast(self, sample_shape):
         """Exact thinning of the whole network: O(L D) column updates, no mark vectors."""
