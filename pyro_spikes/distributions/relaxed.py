@@ -186,7 +186,8 @@ class _RelaxedThinning(torch.autograd.Function):
     :math:`\\partial L/\\partial\\theta = \\sum_k \\bar u_k^\\top \\partial u_k/\\partial\\theta`
     from one parallel re-evaluation of the potentials (blocked scan). This equals
     back-propagation through the loop, at the cost of two loops of plain tensor operations.
-    The temperature, the Gumbel noise and the candidate times are constants.
+    The temperature, the Gumbel noise, the candidate times and the context times are
+    constants; bias, weights, time constants and context marks get gradients.
     """
 
     @staticmethod
