@@ -254,3 +254,44 @@ def test_pyro_sample_site_and_ml_fit():
     opt.step(closure)
     assert torch.allclose(pyro.param("bias").detach(), true_bias, atol=0.3)
     assert torch.allclose(pyro.param("weight").detach(), true_weight, atol=0.5)
+
+
+@pytest.mark.parametrize("neurons", [[1, 3], [1]])
+def test_subnetwork_with_context_time_rescaling(neurons):
+    # the modelled neurons driven by fixed exogenous context spikes: their compensator (with
+    # the context in the history) rescales the sampled spikes to Exp(1) intervals
+    from pyro_spikes.distributions import PoissonProcess
+
+    bias, weight, tau = random_params(4, 2, seed=12, dtype=torch.float32)
+    weight = weight * 1.5
+    others = [d for d in range(4) if d not in neurons]
+    torch.manual_seed(12)
+    context = PoissonProcess(torch.full((len(others),), 1.5), 150.0).sample((3,))
+    p = SpikingPointProcess(bias, weight, tau, 150.0, 4.0, neurons=neurons, context=context)
+    assert p.batch_shape == (3,) and p.event_shape[-1] == 1 + len(neurons)
+    x = p.sample()
+    z = rescaled_intervals(p, x)
+    assert z.numel() > 300
+    assert stats.kstest(z.double().numpy(), "expon").pvalue > 0.01
+    # the context matters: ignoring it is rejected
+    alone = SpikingPointProcess(bias, weight, tau, 150.0, 4.0, neurons=neurons,
+                                context=torch.full_like(context[:, :1], 150.0) * torch.tensor(
+                                    [1.0] + [0.0] * len(others)), capacity=x.shape[-2])
+    assert stats.kstest(rescaled_intervals(alone, x).double().numpy(), "expon").pvalue < 1e-3
+
+
+def test_subnetwork_log_prob_splits_the_full_likelihood():
+    # log p(J) of the full network = sum over neuron groups of the partial likelihoods
+    from pyro_spikes import select_neurons
+
+    bias, weight, tau = random_params(4, 2, seed=13)
+    full = SpikingPointProcess(bias, weight, tau, 10.0, 3.0)
+    torch.manual_seed(13)
+    x = full.sample((2,))
+    obs, hid = select_neurons(x, [0, 2], 10.0), select_neurons(x, [1, 3], 10.0)
+    p_obs = SpikingPointProcess(bias, weight, tau, 10.0, 3.0, neurons=[0, 2], context=hid,
+                                capacity=obs.shape[-2])
+    p_hid = SpikingPointProcess(bias, weight, tau, 10.0, 3.0, neurons=[1, 3], context=obs,
+                                capacity=hid.shape[-2])
+    total = p_obs.log_prob(obs) + p_hid.log_prob(hid)
+    assert torch.allclose(total, full.log_prob(x), rtol=1e-10)

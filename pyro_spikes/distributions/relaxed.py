@@ -214,33 +214,38 @@ class _RelaxedThinning(torch.autograd.Function):
         proc, stream, tau = ctx.proc, ctx.stream, ctx.temperature
         potentials, probs, marks, bias, weight, time_constants, context = ctx.saved_tensors
         context = context if ctx.has_context else None
-        num = proc.num_neurons
-        whole = proc._whole_network
-        _, w_flat, rate, _ = proc._flat_params(stream.shape)
-        w_flat, rate = w_flat.detach(), rate.detach()
+        num, d, l = proc.num_neurons, proc.num_network, proc.num_basis
+        _, _, rate, _ = proc._flat_params(stream.shape)
+        rate = rate.detach()
+        weight_t = proc._loop_weight(stream.shape).transpose(-1, -2)  # (.., L*D, D)
         n, num_rows = stream.times.shape
         gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
         decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
         cand_mask = stream.is_cand.unsqueeze(-1).to(grad_marks)
         grad_marks = grad_marks * cand_mask
-        adj = grad_marks.new_zeros(n, proc.num_basis, proc.num_network)  # dL/dV^+
-        u_bar = grad_marks.new_zeros(n, num_rows, proc.num_network)
-        pattern = "ldk,nld->nk" if w_flat.dim() == 3 else "nldk,nld->nk"
-        zero = grad_marks.new_zeros(n, 1)
+        adj = grad_marks.new_zeros(n, l, d)  # dL/dV^+ of the traces, loop order
+        flat = adj.view(n, l * d)
+        u_bar = grad_marks.new_zeros(n, num_rows, d)
+        batched = weight_t.dim() == 3
+        sig_all = torch.sigmoid(potentials[..., :num])
+        log_neg = -F.softplus(potentials[..., :num])  # log sigma(-u)
+        share_all = torch.exp(log_neg - torch.logsumexp(log_neg, -1, keepdim=True))
         for r in reversed(range(num_rows)):
-            g_full = torch.einsum(pattern, w_flat, adj)
-            g_y = grad_marks[:, r] + (g_full if whole else g_full.index_select(-1, proc.neurons))
-            g_y = torch.cat([g_y * cand_mask[:, r], zero], -1)
+            if batched:
+                g_full = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)
+            else:
+                g_full = flat.mm(weight_t)
+            g_y = (grad_marks[:, r] + g_full[:, :num]) * cand_mask[:, r]
             y = probs[:, r]
-            dz = y * (g_y - (y * g_y).sum(-1, keepdim=True)) / tau
-            u = potentials[:, r] if whole else potentials[:, r].index_select(-1, proc.neurons)
-            sig = torch.sigmoid(u)
-            log_neg = -F.softplus(u)  # log sigma(-u)
-            share = torch.exp(log_neg - torch.logsumexp(log_neg, -1, keepdim=True))
-            ub = dz[:, :num] * (1 - sig) - dz[:, num:] * sig * share
-            ub = ub if whole else proc._embed(ub)
-            u_bar[:, r] = ub
-            adj = (adj + ub.unsqueeze(1)) * decay[:, r]
+            y_spike = y[:, :num]
+            dot = (y_spike * g_y).sum(-1, keepdim=True)
+            # softmax Jacobian with a zero gradient on the "no spike" entry
+            dz_spike = y_spike * (g_y - dot) / tau
+            dz_none = -y[:, num:] * dot / tau
+            sig = sig_all[:, r]
+            torch.sub(dz_spike * (1 - sig), dz_none * sig * share_all[:, r],
+                      out=u_bar[:, r, :num])
+            adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
         inputs = [bias, weight, time_constants] + ([context] if context is not None else [])
         leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
         wanted = [leaf for leaf in leaves if leaf.requires_grad]
@@ -249,6 +254,7 @@ class _RelaxedThinning(torch.autograd.Function):
             with torch.enable_grad():
                 u = proc._stream_potentials(stream, marks, *leaves[:3],
                                             leaves[3] if context is not None else None)
+                u = u.index_select(-1, proc._order)
                 got = iter(torch.autograd.grad((u * u_bar).sum(), wanted, allow_unused=True))
             grads = [next(got) if leaf.requires_grad else None for leaf in leaves]
         if context is None:

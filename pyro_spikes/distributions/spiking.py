@@ -332,13 +332,14 @@ class SpikingPointProcess(PointProcess):
         return stream
 
     def _context_rows(self, stream, context):
-        """The context marks ``(N, R, D_net)`` aligned with the rows of ``stream``."""
+        """The context marks ``(N, R, D_net)`` at the rows of ``stream`` (zero at candidates)."""
         n = stream.times.shape[0]
         ctx = context.expand(stream.shape + context.shape[-2:]).reshape((n,) + context.shape[-2:])
         marks = ctx.new_zeros(ctx.shape[:-1] + (self.num_network,))
         marks = marks.index_copy(-1, self.others, ctx[..., 1:])
         index = stream.ctx_index
-        return marks.gather(-2, index.unsqueeze(-1).expand(index.shape + (self.num_network,)))
+        rows = marks.gather(-2, index.unsqueeze(-1).expand(index.shape + (self.num_network,)))
+        return rows * (~stream.from_cand).unsqueeze(-1).to(rows)  # zero at candidate rows
 
     def _stream_potentials(self, stream, marks, bias, weight, time_constants, context):
         """
@@ -348,10 +349,9 @@ class SpikingPointProcess(PointProcess):
         """
         shape, n = stream.shape, stream.times.shape[0]
         d, l = self.num_network, self.num_basis
-        full = self._embed(marks)
+        full = self._embed(marks)  # zero at context rows
         if context is not None:
-            full = torch.where(stream.from_cand.unsqueeze(-1), full,
-                               self._context_rows(stream, context))
+            full = full + self._context_rows(stream, context)
         bias = bias.expand(shape + (d,)).reshape(n, 1, d)
         if weight.shape[:-3].numel() == 1:
             weight = weight.reshape(l, d, d)
@@ -361,35 +361,63 @@ class SpikingPointProcess(PointProcess):
         x = torch.matmul(full.unsqueeze(1), weight.transpose(-1, -2))
         return bias + exp_decay_scan(stream.times, x, rate).sum(1)
 
+    @property
+    def _order(self):
+        """Network neurons reordered as (modelled neurons, context neurons)."""
+        return torch.cat([self.neurons, self.others])
+
+    def _loop_weight(self, shape):
+        """
+        Weights in the loop's order as a matrix mapping a row mark to the basis traces:
+        ``(D_net, L * D_net)``, or ``(N, D_net, L * D_net)`` for batched weights.
+        """
+        d, l = self.num_network, self.num_basis
+        order = self._order
+        w = self.weight.detach().index_select(-1, order).index_select(-2, order)
+        if w.shape[:-3].numel() == 1:
+            return w.reshape(l, d, d).permute(2, 0, 1).reshape(d, l * d)
+        n = shape.numel()
+        w = w.expand(shape + (l, d, d)).reshape(n, l, d, d)
+        return w.permute(0, 3, 1, 2).reshape(n, d, l * d)
+
     def _thinning_loop(self, stream, decide):
         """
-        Run thinning over ``stream`` without autograd. At row ``r``, ``decide(r, u)`` maps the
-        left potentials ``u`` of the modelled neurons ``(N, |D|)`` to the row's mark
-        ``(N, |D|)`` (zero at context and padding rows is applied here).
+        Run thinning over ``stream`` without autograd, neurons in the order
+        (modelled, context). At row ``r``, ``decide(r, u)`` maps the left potentials ``u`` of
+        the modelled neurons ``(N, |D|)`` to the row's mark ``(N, |D|)`` (the loop zeroes it
+        at context and padding rows). Per row: decay the traces, read the potential, decide,
+        add the row's contribution with one matrix product.
 
-        :returns: ``(potentials, marks)`` of shapes ``(N, R, D_net)`` and ``(N, R, |D|)``.
+        :returns: ``(potentials, marks)`` of shapes ``(N, R, D_net)`` (loop order) and
+            ``(N, R, |D|)``.
         """
         with torch.no_grad():
-            bias, weight, rate, _ = self._flat_params(stream.shape)
-            bias, weight, rate = bias.detach(), weight.detach(), rate.detach()
+            d, l, dsub = self.num_network, self.num_basis, self.num_neurons
+            bias, _, rate, _ = self._flat_params(stream.shape)
+            bias = bias.detach().index_select(-1, self._order)
+            rate = rate.detach()
+            weight = self._loop_weight(stream.shape)
             n, num_rows = stream.times.shape
             gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
             decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
-            whole = self._whole_network
             cand_mask = stream.is_cand.unsqueeze(-1).to(bias)
-            potentials = bias.new_empty(n, num_rows, self.num_network)
-            marks = bias.new_zeros(n, num_rows, self.num_neurons)
-            state = bias.new_zeros(n, self.num_basis, self.num_network)
+            potentials = bias.new_empty(n, num_rows, d)
+            rows = bias.new_zeros(n, num_rows, d)  # row marks: modelled first, then context
+            if stream.ctx_rows is not None:
+                rows[..., dsub:] = stream.ctx_rows.index_select(-1, self.others)
+            state = bias.new_zeros(n, l, d)
+            flat = state.view(n, l * d)
+            batched = weight.dim() == 3
             for r in range(num_rows):
                 state.mul_(decay[:, r])
                 u = torch.add(bias, state.sum(1), out=potentials[:, r])
-                mark = decide(r, u if whole else u.index_select(-1, self.neurons))
-                mark = torch.mul(mark, cand_mask[:, r], out=marks[:, r])
-                full = mark if whole else self._embed(mark)
-                if stream.ctx_rows is not None:
-                    full = torch.where(stream.from_cand[:, r : r + 1], full, stream.ctx_rows[:, r])
-                state.add_(self._weight_times(weight, full))
-        return potentials, marks
+                mark = decide(r, u[:, :dsub])
+                torch.mul(mark, cand_mask[:, r], out=rows[:, r, :dsub])
+                if batched:
+                    flat.unsqueeze(1).baddbmm_(rows[:, r].unsqueeze(1), weight)
+                else:
+                    flat.addmm_(rows[:, r], weight)
+        return potentials, rows[..., :dsub]
 
     def _candidate_rows(self, stream, rows):
         """Keep the candidate rows of per-row results ``(N, R, ...)``, in time order."""
