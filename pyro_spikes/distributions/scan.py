@@ -13,7 +13,8 @@ one per decay rate :math:`r_g`, with :math:`x_{g,j}` the (projected) contributio
 realisations :func:`exp_decay_scan` evaluates it in blocks of ``b`` rows: inside a block the
 states are one matrix product with the lower-triangular decay matrix
 :math:`M_{ik} = e^{-r_g (t_i - t_k)}\\,[k < i]` (built from time differences, so it never
-overflows), and a carried state links the blocks. The Python loop runs over blocks only.
+overflows), and the blocks' totals are carried across blocks by the same scan over the block
+ends, recursively: no Python loop over rows or blocks.
 """
 
 import torch
@@ -22,49 +23,69 @@ __all__ = ["exp_decay_scan"]
 
 
 def _block_size(batch_numel, num_groups, num_rows, block_size=None):
-    # A block costs O(b^2) exponentials per (sequence, group) and a fixed per-block overhead
-    # of a few tensor operations; the total O(R b) work favours small blocks for wide batches
-    # and larger ones when the batch is narrow and the overhead dominates.
+    # One level holds batch * G * R * b decay factors and costs O(R b) work; small blocks (16,
+    # measured best on CPU from 300 to 5000 rows) keep both low at a depth of log_16 R.
     if block_size is not None:
-        return max(1, min(int(block_size), num_rows))
-    b = int(128 / max(1.0, batch_numel * num_groups) ** 0.5)
-    return max(1, min(max(b, 8), 64, num_rows))
+        return max(2, int(block_size))
+    b = int(_BUDGET / max(1, batch_numel * num_groups * num_rows))
+    return max(4, min(b, 16))
+
+
+_BUDGET = 1 << 24
+
+
+def _dense(times, inputs, rates):
+    """All rows in one block: the lower-triangular decay matrix times the inputs."""
+    r = rates.unsqueeze(-1).unsqueeze(-1)  # batch + (G, 1, 1)
+    n = times.shape[-1]
+    diff = (times.unsqueeze(-1) - times.unsqueeze(-2)).clamp(min=0).unsqueeze(-3)
+    lower = torch.ones(n, n, dtype=torch.bool, device=times.device).tril(-1)
+    return torch.matmul(torch.exp(-r * diff) * lower, inputs)
 
 
 def exp_decay_scan(times, inputs, rates, block_size=None):
     """
     Left-limit states of exponentially decaying traces at every row.
 
+    The rows are cut into blocks of ``b``. Inside every block the states are one product with
+    the block's lower-triangular decay matrix; each block's total, decayed to its last row, is
+    carried into the following blocks by the same scan applied to the block ends (recursively,
+    so the depth is :math:`O(\\log_b R)` and no Python loop runs over rows or blocks).
+
     :param torch.Tensor times: sorted row times, shape ``batch + (R,)``.
     :param torch.Tensor inputs: row contributions :math:`x`, shape ``batch + (G, R, F)``:
         ``G`` decay groups, ``F`` features sharing each group's decay.
     :param torch.Tensor rates: decay rates :math:`r_g > 0`, shape broadcastable to
         ``batch + (G,)``.
-    :param int block_size: rows per parallel block (default: chosen from a memory budget).
+    :param int block_size: rows per block (default 16, less for very large inputs).
     :returns: :math:`h(t_i^-) = \\sum_{j<i} e^{-r_g (t_i - t_j)} x_{g,j}` of shape
         ``batch + (G, R, F)``.
     """
     num_rows = times.shape[-1]
-    num_groups = inputs.shape[-3]
     batch_shape = torch.broadcast_shapes(times.shape[:-1], inputs.shape[:-3], rates.shape[:-1])
-    b = _block_size(batch_shape.numel(), num_groups, num_rows, block_size)
+    b = _block_size(batch_shape.numel(), inputs.shape[-3], num_rows, block_size)
+    if num_rows <= b:
+        return _dense(times, inputs, rates)
+    nb = -(-num_rows // b)
+    pad = nb * b - num_rows
+    if pad:
+        times = torch.cat([times, times[..., -1:].expand(times.shape[:-1] + (pad,))], -1)
+        inputs = torch.cat([inputs, inputs.new_zeros(inputs.shape[:-2] + (pad, inputs.shape[-1]))],
+                           -2)
+    g, f = inputs.shape[-3], inputs.shape[-1]
+    t = times.reshape(times.shape[:-1] + (nb, b))
+    x = inputs.reshape(inputs.shape[:-2] + (nb, b, f))  # batch + (G, nb, b, F)
     r = rates.unsqueeze(-1).unsqueeze(-1)  # batch + (G, 1, 1)
-    strict_lower = torch.ones(b, b, dtype=torch.bool, device=times.device).tril(-1)
-    outs = []
-    carry = None
-    t_prev = None
-    for start in range(0, num_rows, b):
-        stop = min(start + b, num_rows)
-        n = stop - start
-        t = times[..., start:stop]
-        x = inputs[..., start:stop, :]
-        diff = (t.unsqueeze(-1) - t.unsqueeze(-2)).clamp(min=0).unsqueeze(-3)  # batch+(1,n,n)
-        decay = torch.exp(-r * diff) * strict_lower[:n, :n]
-        h = torch.matmul(decay, x)
-        if carry is not None:
-            gap = (t - t_prev.unsqueeze(-1)).unsqueeze(-2).unsqueeze(-1)  # batch+(1,n,1)
-            h = h + torch.exp(-r * gap) * carry.unsqueeze(-2)
-        outs.append(h)
-        carry = h[..., -1, :] + x[..., -1, :]
-        t_prev = t[..., -1]
-    return torch.cat(outs, dim=-2)
+    # within blocks
+    h = _dense(t, x.transpose(-4, -3), rates.unsqueeze(-2)).transpose(-4, -3)
+    # block totals at each block's last row (inclusive), carried across blocks
+    t_end = t[..., -1]  # batch + (nb,)
+    to_end = torch.exp(-r * (t_end.unsqueeze(-1) - t).unsqueeze(-3))  # batch + (G, nb, b)
+    totals = (to_end.unsqueeze(-1) * x).sum(-2)  # batch + (G, nb, F)
+    carry = exp_decay_scan(t_end, totals, rates, block_size) + totals  # right after block ends
+    carry = torch.cat([torch.zeros_like(carry[..., :1, :]), carry[..., :-1, :]], -2)
+    start = torch.cat([t[..., :1, :1], t_end[..., :-1].unsqueeze(-1)], -2)  # previous block end
+    gap = (t - start).unsqueeze(-3)  # batch + (1, nb, b)
+    h = h + torch.exp(-r * gap).unsqueeze(-1) * carry.unsqueeze(-2)
+    h = h.reshape(h.shape[:-3] + (nb * b, f))
+    return h[..., :num_rows, :]
