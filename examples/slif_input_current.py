@@ -139,6 +139,7 @@ def main(args):
         axes[1].plot(args.sample_sizes, mae, "o-", label=f"σ={sigma}")
     axes[1].set(xscale="log", xlabel="sample size n", ylabel="MAE of mean spike times (hold-out)",
                 title="Hold-out error")
+    axes[1].minorticks_off()
     axes[1].set_xticks(args.sample_sizes, [str(n) for n in args.sample_sizes])
     axes[1].legend()
     fig.tight_layout()

@@ -16,6 +16,9 @@ def _net(escape_noise=False, **kw):
         threshold=torch.tensor(1.0, dtype=DT),
         tau=torch.tensor(1.2, dtype=DT),
         noise_scale=torch.tensor(0.3, dtype=DT),
+        reset=torch.tensor([0.1, -0.2, 0.0], dtype=DT),
+        rest=torch.tensor(-0.1, dtype=DT),
+        init=torch.tensor([0.3, 0.0, 0.5], dtype=DT),
     )
     params.update(kw)
     return params, dict(duration=5.0, num_spikes=3, dt=0.01, escape_noise=escape_noise)
@@ -54,7 +57,7 @@ def test_spike_time_gradients_match_finite_differences(escape_noise):
     if escape_noise:
         params["escape_rate"] = torch.tensor(2.0, dtype=DT)
         params["escape_width"] = torch.tensor(0.3, dtype=DT)
-    _fd_check(params, settings, ["input_current", "weight", "noise_scale", "threshold", "tau"])
+    _fd_check(params, settings, ["input_current", "weight", "noise_scale", "threshold", "tau", "reset", "rest", "init"])
 
 
 def test_gradient_is_implicit_function_theorem_derivative():
