@@ -21,7 +21,7 @@ def _net(escape_noise=False, **kw):
         init=torch.tensor([0.3, 0.0, 0.5], dtype=DT),
     )
     params.update(kw)
-    return params, dict(duration=5.0, num_spikes=3, dt=0.01, escape_noise=escape_noise)
+    return params, dict(duration=4.0, num_spikes=3, dt=0.04, escape_noise=escape_noise)
 
 
 def _fd_check(params, settings, names, sample_shape=(3,), eps=1e-6, seed=0):
