@@ -167,3 +167,12 @@ def test_bad_input_raises():
         signature_kernel_gram(torch.zeros(2, 3, 2), torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match="num_samples"):
         signature_kernel(X[0], X, 4.0)
+
+
+def test_float32_follows_input_dtype():
+    X = _samples(1.5, 6, 0).float()
+    Y = _samples(1.6, 5, 1).float()
+    assert signature_kernel(X, Y, 4.0).dtype == torch.float32
+    assert signature_mmd(X, Y, 4.0).dtype == torch.float32
+    assert spike_time_mmd(X, Y, 0.5, 4.0).dtype == torch.float32
+    assert torch.allclose(signature_kernel(X, Y, 4.0).double(), signature_kernel(X.double(), Y.double(), 4.0), rtol=1e-4)
