@@ -1,12 +1,13 @@
 """pyro_spikes: probabilistic spiking neural networks in continuous time, in Pyro."""
 
-from pyro_spikes import diagnostics, models
+from pyro_spikes import diagnostics, models, scoring
 from pyro_spikes.distributions import (
     HawkesProcess,
     PointProcess,
     PoissonProcess,
     RelaxedPointProcess,
     SpikingPointProcess,
+    StochasticLIF,
 )
 from pyro_spikes.models import SNN
 from pyro_spikes.spikes import (
@@ -27,10 +28,12 @@ __all__ = [
     "RelaxedPointProcess",
     "SNN",
     "SpikingPointProcess",
+    "StochasticLIF",
     "diagnostics",
     "models",
     "num_spikes",
     "pack_spikes",
+    "scoring",
     "select_neurons",
     "spike_mask",
     "unpack_spikes",

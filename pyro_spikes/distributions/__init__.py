@@ -7,6 +7,7 @@ from pyro_spikes.distributions.poisson import PoissonProcess
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.spiking import SpikingPointProcess
+from pyro_spikes.distributions.stochastic_lif import StochasticLIF
 
 __all__ = [
     "HawkesProcess",
@@ -14,6 +15,7 @@ __all__ = [
     "PoissonProcess",
     "RelaxedPointProcess",
     "SpikingPointProcess",
+    "StochasticLIF",
     "concrete_log_density",
     "exp_decay_scan",
     "spike_trains",
