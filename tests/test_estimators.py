@@ -39,3 +39,19 @@ def test_pathwise_and_reinforce_agree_at_low_temperature():
     # the gradient is not trivially zero
     assert reinforce.mean(0).abs().max() > 0.1
     assert pathwise.std(0).mean() < 0.5 * reinforce.std(0).mean()
+
+
+def test_svi_on_snn_methods_updates_parameters():
+    # model/guide are pyro_methods: SVI sees the PyroParams and its optimiser moves them
+    pyro.set_rng_seed(0)
+    snn = SNN(1, 1, 5.0, upper_bound=2.0)
+    obs = torch.tensor([[[1.0, 1.0], [5.0, 0.0]]])
+    before = snn.bias.detach().clone()
+    svi = pyro.infer.SVI(snn.model, snn.guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
+    svi.step(obs, relaxed=True)
+    assert set(pyro.get_param_store().keys()) == {"bias", "weight"}
+    assert not torch.equal(snn.bias.detach(), before)
+    # the REINFORCE configuration with a baseline takes the same arguments in model and guide
+    svi = pyro.infer.SVI(snn.model, snn.guide, pyro.optim.Adam({"lr": 0.1}),
+                         pyro.infer.TraceGraph_ELBO())
+    assert math.isfinite(svi.step(obs, relaxed=False, baseline=True))

@@ -2,7 +2,7 @@ import math
 
 import pyro
 import torch
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule, PyroParam, pyro_method
 
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess
 from pyro_spikes.distributions.spiking import SpikingPointProcess
@@ -128,8 +128,12 @@ class SNN(PyroModule):
             )
 
     # ------------------------------------------------------------------ Pyro programs
-    def model(self, observed, relaxed=True, temperature=0.3):
-        """:math:`p(J_O, J_H; \\theta)` with ``observed`` (``(B, C, 1 + D_O)``) as data."""
+    @pyro_method
+    def model(self, observed, relaxed=True, temperature=0.3, baseline=False):
+        """
+        :math:`p(J_O, J_H; \\theta)` with ``observed`` (``(B, C, 1 + D_O)``) as data.
+        ``baseline`` is accepted (and ignored) so that model and guide take the same arguments.
+        """
         self._check_observed(observed)
         with pyro.plate("sequences", observed.shape[0], dim=-1):
             if self.num_hidden:
@@ -142,6 +146,7 @@ class SNN(PyroModule):
                 obs = self.network(capacity=observed.shape[-2])
             pyro.sample("observed", obs, obs=observed)
 
+    @pyro_method
     def guide(self, observed, relaxed=True, temperature=0.3, baseline=False):
         """:math:`q(J_H; \\phi)`: hidden dynamics driven by the observed spikes."""
         self._check_observed(observed)
