@@ -20,6 +20,7 @@ Run ``python examples/hawkes_nuts.py --out out/`` (about half a minute on two co
 """
 
 import argparse
+import logging
 import os
 
 import matplotlib
@@ -47,6 +48,8 @@ from pyro_spikes.spikes import num_spikes  # noqa: E402
 # :math:`\alpha_{ij} \sim \mathrm{HalfNormal}(0.5)` and, optionally,
 # :math:`\beta \sim \mathrm{LogNormal}(0, 1)`. The observed sequences are conditionally
 # independent given the parameters: a :class:`pyro.plate` over sequences.
+
+DESCRIPTION = "Bayesian inference for a Hawkes process with NUTS and ArviZ"
 
 HAWKES_TRUTH = {
     "baseline": torch.tensor([0.5, 0.3]),
@@ -123,17 +126,14 @@ def main(args):
     pyro.set_rng_seed(args.seed)
     torch.set_num_threads(args.num_threads)
     os.makedirs(args.out, exist_ok=True)
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # ArviZ's semibold
 
-    # %%
     # Simulate the data
-    # -----------------
     obs = simulate(args)
     print(f"{args.num_sequences} sequences on [0, {args.duration}], spike counts per neuron:")
     print(num_spikes(obs).long().tolist())
 
-    # %%
     # Sample the posterior with NUTS
-    # ------------------------------
     model = hawkes_model if args.model == "hawkes" else spiking_model
     kernel = NUTS(model, target_accept_prob=0.8, max_tree_depth=args.max_tree_depth)
     mcmc = MCMC(kernel, num_samples=args.num_samples, warmup_steps=args.warmup_steps,
@@ -141,20 +141,16 @@ def main(args):
     mcmc.run(args.num_sequences, args.duration, obs.shape[-2], obs=obs,
              infer_decay=args.infer_decay)
 
-    # %%
     # Diagnostics with ArviZ
-    # ----------------------
-    # :math:`\hat R` close to 1 and a few hundred effective samples indicate a reliable fit
-    # (with a single chain, :math:`\hat R` is computed from split halves).
+    # R-hat close to 1 and a few hundred effective samples indicate a reliable fit (with a
+    # single chain, R-hat is computed from its two halves).
     idata = az.from_pyro(mcmc, log_likelihood=False)
     if args.num_chains == 1:
         idata = split_chain(idata)
     summary = az.summary(idata, hdi_prob=0.94)
     print(summary.to_string())
 
-    # %%
     # Is the ground truth inside the 94% HDI?
-    # ---------------------------------------
     ref = truth(args)
     hdi = az.hdi(idata, hdi_prob=0.94)
     inside = {}
@@ -167,9 +163,7 @@ def main(args):
     count = sum(m.size for m in inside.values())
     print(f"{total}/{count} true values inside their 94% HDI")
 
-    # %%
     # Posterior plot
-    # --------------
     # Marginal posteriors with their 94% HDI, the ground truth as reference line.
     ref_val = {}
     for name, value in ref.items():
@@ -189,7 +183,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--model", choices=["hawkes", "spiking"], default="hawkes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-samples", "--num-steps", dest="num_samples", type=int,
@@ -205,6 +199,13 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="out")
     return parser.parse_args(argv)
 
+
+# %%
+# Run
+# ---
+# The gallery runs this example with short chains (see ``docs/gallery_argv.py``); the default
+# settings (300 samples after 200 warmup steps, four sequences on :math:`[0, 100]`) put every
+# true parameter inside its 94% HDI.
 
 if __name__ == "__main__":
     main(parse_args())

@@ -40,6 +40,8 @@ from pyro_spikes.distributions import HawkesProcess  # noqa: E402
 from pyro_spikes.plot import intensity_plot, loss_plot, qq_plot, raster  # noqa: E402
 from pyro_spikes.spikes import num_spikes, unpack_spikes  # noqa: E402
 
+DESCRIPTION = "Posterior predictive checks for a Hawkes process"
+
 BASELINE = torch.tensor([0.6, 0.3])
 ADJACENCY = torch.tensor([[0.3, 0.1], [0.2, 0.2]])
 DECAY = 2.0
@@ -100,9 +102,7 @@ def main(args):
     torch.set_num_threads(args.num_threads)
     os.makedirs(args.out, exist_ok=True)
 
-    # %%
     # Data and fit
-    # ------------
     truth = HawkesProcess(BASELINE, ADJACENCY, DECAY, args.duration)
     obs = truth.sample((args.num_sequences,))
     obs = obs[..., : max(1, int(num_spikes(obs).sum(-1).max())), :]  # trim the padding
@@ -126,9 +126,7 @@ def main(args):
         fit = median[name].detach().double().numpy().round(3).tolist()
         print(f"posterior median {name}: {fit}  truth: {value.double().numpy().round(3).tolist()}")
 
-    # %%
     # Posterior predictive spike trains
-    # ---------------------------------
     # ``Predictive`` draws parameters from the guide and runs the model without observations;
     # the ``obs`` site then has shape ``(num_samples, num_sequences, capacity, 1 + D)``.
     capacity = predictive_capacity(args.duration)
@@ -139,9 +137,7 @@ def main(args):
     print("posterior predictive obs shape:", tuple(replicated.shape))
     rep_counts = num_spikes(replicated)  # (S, num_sequences, D)
 
-    # %%
     # Spike counts
-    # ------------
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     for d, ax in enumerate(axes):
         pred = rep_counts[..., d].reshape(-1).numpy()
@@ -158,9 +154,7 @@ def main(args):
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "counts.png"), dpi=80)
 
-    # %%
     # Inter-spike intervals
-    # ---------------------
     # Self-excitation makes ISIs burstier than exponential: an excess of short intervals.
     obs_isi, rep_isi = isis(obs), isis(replicated)
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
@@ -175,9 +169,7 @@ def main(args):
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "isi.png"), dpi=80)
 
-    # %%
     # Time rescaling and intensity under the fitted model
-    # ---------------------------------------------------
     fitted = HawkesProcess(median["baseline"].detach(), median["adjacency"].detach(), DECAY,
                            args.duration, capacity=obs.shape[-2])
     ks = ks_statistic(rescaled_intervals(fitted, obs))
@@ -202,7 +194,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-steps", type=int, default=400, help="SVI steps")
     parser.add_argument("--learning-rate", type=float, default=0.05)
@@ -216,5 +208,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# %%
+# Run
+# ---
+# The gallery runs this example with a short fit (see ``docs/gallery_argv.py``).
+
+# sphinx_gallery_thumbnail_number = 4
 if __name__ == "__main__":
     main(parse_args())
