@@ -28,7 +28,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import arviz as az  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
@@ -42,7 +41,8 @@ from pyro_spikes.spikes import num_spikes  # noqa: E402
 # Ground truth and models
 # -----------------------
 # The Hawkes intensity is
-# :math:`\lambda_i(t) = \mu_i + \sum_j \sum_{t_j^{(k)} < t} \alpha_{ij}\beta e^{-\beta(t - t_j^{(k)})}`;
+# :math:`\lambda_i(t) = \mu_i + \sum_j \sum_{t_j^{(k)} < t}
+# \alpha_{ij}\beta e^{-\beta(t - t_j^{(k)})}`;
 # :math:`\alpha_{ij}` is the expected number of spikes of neuron :math:`i` triggered by one
 # spike of neuron :math:`j`. Priors: :math:`\mu_i \sim \mathrm{Gamma}(2, 2)`,
 # :math:`\alpha_{ij} \sim \mathrm{HalfNormal}(0.5)` and, optionally,
@@ -144,6 +144,9 @@ def main(args):
     # Diagnostics with ArviZ
     # R-hat close to 1 and a few hundred effective samples indicate a reliable fit (with a
     # single chain, R-hat is computed from its two halves).
+    # (log_likelihood=False: ArviZ would re-run the model vectorised over draws through
+    # Predictive, which reshapes global samples of shape (S, D) without the singleton dim of
+    # the sequence plate, so it only warns and drops the group.)
     idata = az.from_pyro(mcmc, log_likelihood=False)
     if args.num_chains == 1:
         idata = split_chain(idata)

@@ -89,10 +89,9 @@ def raster(events, ax=None, neuron_names=None, colors=None, neurons=None, durati
         is :math:`T` when there is a padding row).
     :returns: the Axes, holding one :class:`~matplotlib.collections.LineCollection` per neuron.
     """
-    from matplotlib.colors import to_rgba
-
     ev = _single_train(events)
-    ax = _axes(ax)
+    ax = _axes(ax)  # raises the install hint if matplotlib is missing
+    from matplotlib.colors import to_rgba
     num_neurons = ev.shape[-1] - 1
     neurons = _neuron_list(neurons, num_neurons)
     colors = _colors(colors, len(neurons))
@@ -114,7 +113,10 @@ def raster(events, ax=None, neuron_names=None, colors=None, neurons=None, durati
     labels = neuron_names if neuron_names is not None else [str(d) for d in neurons]
     ax.set_yticklabels(list(reversed(list(labels))))
     ax.set_ylim(-0.6, len(neurons) - 0.4)
-    t_max = float(duration) if duration is not None else float(times.max()) if times.numel() else 1.0
+    if duration is not None:
+        t_max = float(duration)
+    else:
+        t_max = float(times.max()) if times.numel() else 1.0
     ax.set_xlim(0.0, t_max if t_max > 0 else 1.0)
     ax.set_xlabel("time")
     ax.set_ylabel("neuron")

@@ -10,7 +10,11 @@ from matplotlib.collections import LineCollection  # noqa: E402
 
 from pyro_spikes import pack_spikes  # noqa: E402
 from pyro_spikes.diagnostics import rescaled_intervals  # noqa: E402
-from pyro_spikes.distributions import HawkesProcess, PoissonProcess, SpikingPointProcess  # noqa: E402
+from pyro_spikes.distributions import (  # noqa: E402
+    HawkesProcess,
+    PoissonProcess,
+    SpikingPointProcess,
+)
 from pyro_spikes.plot import intensity_plot, loss_plot, qq_plot, raster  # noqa: E402
 
 
