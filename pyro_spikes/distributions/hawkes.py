@@ -159,6 +159,7 @@ class HawkesProcess(PointProcess):
             active = torch.ones(n, dtype=torch.bool, device=mu.device)
             rows = torch.arange(n, device=mu.device)
             times, labels, accepted = [], [], []
+            counts = torch.zeros(n, dtype=torch.long, device=mu.device)
             while bool(active.any()):
                 bound = mu.sum(-1) + state.sum((-1, -2))
                 gap = torch.empty_like(t).exponential_() / bound
@@ -174,6 +175,9 @@ class HawkesProcess(PointProcess):
                 times.append(t)
                 labels.append(label)
                 accepted.append(acc)
+                # stop as soon as a realisation overflows (an explosive process never ends)
+                counts = counts + acc.long()
+                self._check_capacity(counts)
             if not times:
                 times, labels, accepted = [t], [t.long()], [active]
             return self._compact(
