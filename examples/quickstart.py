@@ -82,7 +82,7 @@ def main(args):
     plot.raster(data[0], ax=axes[0, 0], duration=args.duration)
     axes[0, 0].set_xlim(0, window)
     axes[0, 0].set_title("observed spikes (sequence 0)")
-    plot.intensity_plot(fitted, data[0], ax=axes[1, 0])
+    plot.intensity_plot(fitted, data[0], num_points=2000, ax=axes[1, 0])
     axes[1, 0].set_xlim(0, window)
     axes[1, 0].set_title("fitted conditional intensities")
     plot.loss_plot(losses, ax=axes[0, 1])

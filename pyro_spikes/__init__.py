@@ -1,6 +1,6 @@
 """pyro_spikes: probabilistic spiking neural networks in continuous time, in Pyro."""
 
-from pyro_spikes import diagnostics, models, scoring
+from pyro_spikes import diagnostics, models, plot, scoring
 from pyro_spikes.distributions import (
     HawkesProcess,
     PointProcess,
@@ -33,6 +33,7 @@ __all__ = [
     "models",
     "num_spikes",
     "pack_spikes",
+    "plot",
     "scoring",
     "select_neurons",
     "spike_mask",
