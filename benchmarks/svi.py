@@ -84,7 +84,7 @@ def main(args):
           f"Python {platform.python_version()}; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print()
-    print(f"| estimator | median s (wall) | min s (wall) | median s (CPU) | repeats |")
+    print("| estimator | median s (wall) | min s (wall) | median s (CPU) | repeats |")
     print("|---|---:|---:|---:|---:|")
     for name, wall, cpu in rows:
         print(f"| {LABELS[name]} | {statistics.median(wall):.3f} | {min(wall):.3f} | "

@@ -14,8 +14,9 @@ overhead of the path-wise estimator over REINFORCE.
 For each upper bound in ``--upper-bounds`` this script simulates 10 sequences of Kajino's
 synthetic network (2 observed + 4 hidden neurons, :math:`T = 50`, that bound) and times
 ``--num-steps`` SVI steps (after one warm-up step) of each estimator from the same initial
-model; it prints the median seconds per step (wall clock and CPU) and plots them against :math:`a`. The paper
-sweeps :math:`a = 1, 3, \\dots, 19` (``--upper-bounds 1,3,5,7,9,11,13,15,17,19``).
+model; it prints the median seconds per step (wall clock and CPU) and plots them against
+:math:`a`. The paper sweeps :math:`a = 1, 3, \\dots, 19`
+(``--upper-bounds 1,3,5,7,9,11,13,15,17,19``).
 """
 
 import argparse
@@ -85,7 +86,8 @@ def main(args):
           f"median of {args.num_steps}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s))")
     print("wall-clock / CPU seconds")
-    print("| a | " + " | ".join(LABELS[e] for e in estimators) + " | path-wise / REINFORCE (CPU) |")
+    print("| a | " + " | ".join(LABELS[e] for e in estimators)
+          + " | path-wise / REINFORCE (CPU) |")
     print("|---:|" + "---:|" * (len(estimators) + 1))
     for a in bounds:
         ratio = (results[a, "pathwise"][1] / results[a, "reinforce"][1]
