@@ -1,0 +1,53 @@
+"""Smoke tests of the SNN examples and the SVI benchmark (tiny settings, into tmp_path)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_gradient_variance(tmp_path):
+    out = _run("examples/gradient_variance.py", "--num-steps", 2, "--num-sequences", 1,
+               "--duration", 5, "--out", tmp_path)
+    assert "**all parameters**" in out and "REINFORCE / path-wise std ratio" in out
+    assert (tmp_path / "gradient_variance.png").stat().st_size > 0
+
+
+def test_gradient_variance_needs_two_repeats(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples/gradient_variance.py"),
+                           "--num-steps", "1", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--num-steps" in proc.stderr
+
+
+def test_snn_hidden_svi(tmp_path):
+    out = _run("examples/snn_hidden_svi.py", "--num-steps", 2, "--train-sizes", "1,2",
+               "--num-test", 2, "--num-samples", 2, "--duration", 5, "--out", tmp_path)
+    assert "| 1 |" in out and "| 2 |" in out and "data-generating network" in out
+    assert (tmp_path / "test_log_likelihood.png").stat().st_size > 0
+    assert (tmp_path / "loss_curves.png").stat().st_size > 0
+
+
+def test_training_time(tmp_path):
+    out = _run("examples/training_time.py", "--num-steps", 1, "--upper-bounds", "1,2",
+               "--num-sequences", 2, "--duration", 5, "--out", tmp_path)
+    assert "| 1 |" in out and "| 2 |" in out
+    assert (tmp_path / "training_time.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("estimators", ["pathwise,reinforce,reinforce_baseline"])
+def test_benchmark_svi_quick(estimators):
+    out = _run("benchmarks/svi.py", "--repeats", 1, "--quick", "--estimators", estimators)
+    assert "| estimator |" in out and "torch" in out and "path-wise" in out

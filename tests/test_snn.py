@@ -1,0 +1,196 @@
+"""Tests of the SNN model/guide under SVI, Kajino's synthetic set-up and the estimators."""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+
+from pyro_spikes.distributions import RelaxedPointProcess, SpikingPointProcess
+from pyro_spikes.models import SNN
+from pyro_spikes.models.paper import kajino_ground_truth
+from pyro_spikes.models.training import ESTIMATORS, elbo_gradients, svi_programs, train
+
+torch.set_num_threads(1)
+
+T = 20.0
+
+
+@pytest.fixture(scope="module")
+def data():
+    """1 observed + 2 hidden neurons, T = 20: 10 training and 10 test sequences."""
+    pyro.clear_param_store()
+    truth = kajino_ground_truth(0, num_observed=1, num_hidden=2, duration=T)
+    torch.manual_seed(0)
+    train_obs, _ = truth.simulate(10)
+    test_obs, _ = truth.simulate(10)
+    return train_obs, test_obs
+
+
+# ---------------------------------------------------------------- ground truth
+def test_kajino_ground_truth_ranges_and_seed():
+    snn = kajino_ground_truth(3)
+    b, w = snn.bias.detach(), snn.weight.detach()
+    assert b.shape == (6,) and w.shape == (2, 6, 6)
+    assert snn.num_observed == 2 and snn.num_hidden == 4
+    assert snn.duration == 50.0 and float(snn.upper_bound) == 5.0
+    assert bool(((b >= -1) & (b <= 1)).all())
+    assert bool(((w >= -5) & (w <= 5)).all())
+    diag = torch.diagonal(w, dim1=-2, dim2=-1)
+    assert bool(((diag >= -5) & (diag <= -0.1)).all())
+    off = w[:, ~torch.eye(6, dtype=torch.bool)]
+    assert float(off.max()) > 0  # off-diagonal weights are not restricted to inhibition
+    again = kajino_ground_truth(3)
+    assert torch.equal(again.weight.detach(), w) and torch.equal(again.bias.detach(), b)
+    other = kajino_ground_truth(4)
+    assert not torch.equal(other.weight.detach(), w)
+
+
+def test_kajino_ground_truth_values_reach_pyro_params():
+    """The set values are what the Pyro programs see (the param store is filled from them)."""
+    pyro.clear_param_store()
+    snn = kajino_ground_truth(1, num_observed=1, num_hidden=1, duration=5.0)
+    expected = snn.weight.detach().clone()
+    model, guide = svi_programs(snn)
+    obs = torch.tensor([[[1.0, 1.0], [5.0, 0.0]]])
+    tr = poutine.trace(model).get_trace(obs, relaxed=False)
+    assert torch.equal(tr.nodes["weight"]["value"].detach(), expected)
+    assert torch.equal(pyro.param("weight").detach(), expected)
+
+
+def test_kajino_ground_truth_bad_range():
+    with pytest.raises(ValueError, match="self_weight_range"):
+        kajino_ground_truth(0, self_weight_range=(1.0, -1.0))
+
+
+# ---------------------------------------------------------------- shapes and validation
+def test_simulate_shapes():
+    torch.manual_seed(0)
+    snn = SNN(2, 3, 10.0)
+    observed, hidden = snn.simulate(4)
+    assert observed.dim() == 3 and observed.shape[0] == 4 and observed.shape[-1] == 3
+    assert hidden.shape[0] == 4 and hidden.shape[-1] == 4
+    # observed is cut to the largest observed spike count, never truncating a spike
+    counts = (observed[..., 1:].sum(-1) > 0).sum(-1)
+    assert int(counts.max()) == observed.shape[1] or observed.shape[1] == 1
+    assert bool((observed[..., 0] <= 10.0).all()) and bool((hidden[..., 0] <= 10.0).all())
+
+
+@pytest.mark.parametrize("relaxed", [True, False])
+def test_model_guide_trace_shapes(relaxed):
+    torch.manual_seed(0)
+    snn = SNN(1, 2, 5.0, upper_bound=2.0)
+    observed, _ = snn.simulate(3)
+    model, guide = svi_programs(snn)
+    guide_tr = poutine.trace(guide).get_trace(observed, relaxed=relaxed)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
+        observed, relaxed=relaxed)
+    g, m = guide_tr.nodes["hidden"], model_tr.nodes["hidden"]
+    assert g["fn"].event_shape == m["fn"].event_shape
+    assert g["fn"].batch_shape == m["fn"].batch_shape == (3,)
+    assert g["value"].shape == (3,) + tuple(g["fn"].event_shape)
+    assert g["value"].shape[-1] == 1 + 2
+    kind = RelaxedPointProcess if relaxed else SpikingPointProcess
+    assert isinstance(g["fn"], kind) and isinstance(m["fn"], kind)
+    assert not m["is_observed"] and not g["is_observed"]
+    obs_site = model_tr.nodes["observed"]
+    assert obs_site["is_observed"] and torch.equal(obs_site["value"], observed)
+    assert obs_site["fn"].batch_shape == (3,)
+    assert {"bias", "weight"} <= set(n for n, s in model_tr.nodes.items() if s["type"] == "param")
+    log_w = model_tr.log_prob_sum() - guide_tr.log_prob_sum()
+    assert torch.isfinite(log_w)
+
+
+def test_snn_argument_validation():
+    with pytest.raises(ValueError, match="num_observed"):
+        SNN(0, 2, 10.0)
+    with pytest.raises(ValueError, match="num_observed"):
+        SNN(1, -1, 10.0)
+    with pytest.raises(ValueError, match="guide_type"):
+        SNN(1, 1, 10.0, guide_type="amortised")
+    snn = SNN(2, 1, 10.0)
+    with pytest.raises(ValueError, match="observed"):
+        snn.model(torch.zeros(4, 3))  # missing sequence dimension
+    with pytest.raises(ValueError, match="neurons"):
+        snn.model(torch.zeros(2, 4, 2))  # 1 neuron instead of 2
+    with pytest.raises(ValueError, match="observed"):
+        snn.log_marginal(torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="estimator"):
+        train(snn, torch.zeros(1, 1, 3), "score", 1)
+    with pytest.raises(ValueError, match="num_repeats"):
+        elbo_gradients(snn, torch.zeros(1, 1, 3), "pathwise", 0)
+
+
+# ---------------------------------------------------------------- learning
+def _held_out(snn, test_obs, num_samples=30):
+    torch.manual_seed(123)
+    return float(snn.log_marginal(test_obs, num_samples).mean())
+
+
+@pytest.mark.parametrize("estimator", ["pathwise", "reinforce_baseline"])
+def test_svi_decreases_loss_and_improves_held_out_likelihood(data, estimator):
+    """
+    From the default initialisation (all biases 0, i.e. rates a/2) the fit must lower the
+    loss (mean of the last 10 steps at least 20% below the mean of the first 10) and raise
+    the held-out log-likelihood per sequence by at least 1 nat (the ground truth's is far
+    above the initial one: about -2 vs -8 with this seed).
+    """
+    train_obs, test_obs = data
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    snn = SNN(1, 2, T)
+    before = _held_out(snn, test_obs)
+    losses = train(snn, train_obs, estimator, 40, lr=0.05)
+    after = _held_out(snn, test_obs)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert last < 0.8 * first, (first, last)
+    assert after > before + 1.0, (before, after)
+
+
+def test_svi_plain_reinforce_runs_and_trains(data):
+    train_obs, _ = data
+    pyro.clear_param_store()
+    pyro.set_rng_seed(2)
+    snn = SNN(1, 2, T)
+    bias0 = snn.bias.detach().clone()
+    losses = train(snn, train_obs, "reinforce", 15, lr=0.05)
+    assert len(losses) == 15 and all(torch.isfinite(torch.tensor(losses)))
+    # every parameter moved (lr 0.05 for 15 Adam steps moves each by up to 0.75)
+    assert bool((snn.bias.detach() - bias0).abs().min() > 1e-3)
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_pathwise_gradient_has_smaller_variance(data):
+    """Kajino's Table 1 in miniature: path-wise gradients vary far less than REINFORCE's."""
+    train_obs, _ = data
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    snn = SNN(1, 2, T)
+    std = {}
+    for est in ("pathwise", "reinforce"):
+        grads = elbo_gradients(snn, train_obs[:5], est, 8)
+        assert grads["bias"].shape == (8, 3) and grads["weight"].shape == (8, 2, 3, 3)
+        assert all(bool(torch.isfinite(g).all()) for g in grads.values())
+        std[est] = torch.cat([g.std(0).reshape(-1) for g in grads.values()]).mean()
+    assert std["pathwise"] < 0.5 * std["reinforce"], std
+
+
+def test_estimator_table():
+    assert set(ESTIMATORS) == {"pathwise", "reinforce", "reinforce_baseline"}
+    assert ESTIMATORS["pathwise"][1]["relaxed"] is True
+    assert ESTIMATORS["reinforce"][1]["relaxed"] is False
+
+
+@pytest.mark.xfail(reason="SNN.model/guide are not @pyro_method: SVI(snn.model, snn.guide) "
+                   "sees no param sites and trains nothing (use svi_programs)", strict=False)
+def test_plain_svi_on_bound_methods_trains_parameters():
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    snn = SNN(1, 1, 5.0, upper_bound=2.0)
+    obs = torch.tensor([[[1.0, 1.0], [5.0, 0.0]]])
+    before = snn.bias.detach().clone()
+    svi = SVI(snn.model, snn.guide, Adam({"lr": 0.1}), Trace_ELBO())
+    svi.step(obs, relaxed=True)
+    assert not torch.equal(snn.bias.detach(), before)
