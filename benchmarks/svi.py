@@ -24,7 +24,7 @@ import torch
 
 from pyro_spikes.models import SNN
 from pyro_spikes.models.paper import kajino_ground_truth
-from pyro_spikes.models.training import ESTIMATORS, svi_programs
+from pyro_spikes.models.training import ESTIMATORS
 
 LABELS = {
     "pathwise": "path-wise (relaxed, Trace_ELBO)",
@@ -47,7 +47,7 @@ def cpu_model():
 def time_gradients(snn, observed, estimator, repeats, temperature=0.3):
     elbo_class, kwargs = ESTIMATORS[estimator]
     elbo = elbo_class()
-    model, guide = svi_programs(snn)
+    model, guide = snn.model, snn.guide
     wall, cpu = [], []
     for i in range(repeats + 1):
         for p in snn.parameters():

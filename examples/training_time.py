@@ -36,7 +36,7 @@ from tqdm import tqdm  # noqa: E402
 
 from pyro_spikes.models import SNN  # noqa: E402
 from pyro_spikes.models.paper import kajino_ground_truth  # noqa: E402
-from pyro_spikes.models.training import ESTIMATORS, svi_programs  # noqa: E402
+from pyro_spikes.models.training import ESTIMATORS  # noqa: E402
 
 LABELS = {
     "pathwise": "path-wise (relaxed)",
@@ -52,7 +52,7 @@ def seconds_per_step(snn, observed, estimator, num_steps, temperature=0.3):
     when torch runs on one thread).
     """
     elbo_class, kwargs = ESTIMATORS[estimator]
-    model, guide = svi_programs(snn)
+    model, guide = snn.model, snn.guide
     svi = SVI(model, guide, Adam({"lr": 0.01}), elbo_class())
     svi.step(observed, temperature=temperature, **kwargs)
     wall, cpu = [], []

@@ -10,7 +10,7 @@ from pyro.optim import Adam
 from pyro_spikes.distributions import RelaxedPointProcess, SpikingPointProcess
 from pyro_spikes.models import SNN
 from pyro_spikes.models.paper import kajino_ground_truth
-from pyro_spikes.models.training import ESTIMATORS, elbo_gradients, svi_programs, train
+from pyro_spikes.models.training import ESTIMATORS, elbo_gradients, train
 
 torch.set_num_threads(1)
 
@@ -52,7 +52,7 @@ def test_kajino_ground_truth_values_reach_pyro_params():
     pyro.clear_param_store()
     snn = kajino_ground_truth(1, num_observed=1, num_hidden=1, duration=5.0)
     expected = snn.weight.detach().clone()
-    model, guide = svi_programs(snn)
+    model, guide = snn.model, snn.guide
     obs = torch.tensor([[[1.0, 1.0], [5.0, 0.0]]])
     tr = poutine.trace(model).get_trace(obs, relaxed=False)
     assert torch.equal(tr.nodes["weight"]["value"].detach(), expected)
@@ -82,7 +82,7 @@ def test_model_guide_trace_shapes(relaxed):
     torch.manual_seed(0)
     snn = SNN(1, 2, 5.0, upper_bound=2.0)
     observed, _ = snn.simulate(3)
-    model, guide = svi_programs(snn)
+    model, guide = snn.model, snn.guide
     guide_tr = poutine.trace(guide).get_trace(observed, relaxed=relaxed)
     model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
         observed, relaxed=relaxed)
@@ -181,16 +181,3 @@ def test_estimator_table():
     assert set(ESTIMATORS) == {"pathwise", "reinforce", "reinforce_baseline"}
     assert ESTIMATORS["pathwise"][1]["relaxed"] is True
     assert ESTIMATORS["reinforce"][1]["relaxed"] is False
-
-
-@pytest.mark.xfail(reason="SNN.model/guide are not @pyro_method: SVI(snn.model, snn.guide) "
-                   "sees no param sites and trains nothing (use svi_programs)", strict=False)
-def test_plain_svi_on_bound_methods_trains_parameters():
-    torch.manual_seed(0)
-    pyro.clear_param_store()
-    snn = SNN(1, 1, 5.0, upper_bound=2.0)
-    obs = torch.tensor([[[1.0, 1.0], [5.0, 0.0]]])
-    before = snn.bias.detach().clone()
-    svi = SVI(snn.model, snn.guide, Adam({"lr": 0.1}), Trace_ELBO())
-    svi.step(obs, relaxed=True)
-    assert not torch.equal(snn.bias.detach(), before)

@@ -6,7 +6,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess
 from pyro_spikes.distributions.spiking import SpikingPointProcess
-from pyro_spikes.spikes import select_neurons
+from pyro_spikes.spikes import select_neurons, trim_padding
 
 __all__ = ["SNN", "temperature_schedule"]
 
@@ -57,11 +57,16 @@ class SNN(PyroModule):
     :param float upper_bound: :math:`a`.
     :param str guide_type: ``"prior"`` or ``"separate"``.
     :param float init_scale: standard deviation of the initial weights.
+    :param int hidden_capacity: rows of a hidden realisation (default: the candidate count
+        of relaxed thinning exceeded with probability below ~1e-9).
+    :param str name: prefix of the parameter names in Pyro's param store (give two networks
+        in one program different names).
     """
 
     def __init__(self, num_observed, num_hidden, duration, time_constants=(1.0, 5.0),
-                 upper_bound=5.0, guide_type="prior", init_scale=0.1, hidden_capacity=None):
-        super().__init__()
+                 upper_bound=5.0, guide_type="prior", init_scale=0.1, hidden_capacity=None,
+                 name=""):
+        super().__init__(name)
         if num_observed < 1 or num_hidden < 0:
             raise ValueError("num_observed must be >= 1 and num_hidden >= 0")
         if guide_type not in ("prior", "separate"):
@@ -173,8 +178,7 @@ class SNN(PyroModule):
         events = self.network(capacity=capacity).sample((num_sequences,))
         observed = select_neurons(events, self.observed_neurons, self.duration)
         hidden = select_neurons(events, self.hidden_neurons, self.duration)
-        count = int((observed[..., 1:].sum(-1) > 0).sum(-1).max())
-        return observed[:, : max(count, 1)], hidden
+        return trim_padding(observed, self.duration), trim_padding(hidden, self.duration)
 
     @torch.no_grad()
     def log_marginal(self, observed, num_samples=100):

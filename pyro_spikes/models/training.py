@@ -3,16 +3,13 @@ Gradient estimators of Kajino (2021) for an :class:`~pyro_spikes.models.SNN` as 
 :class:`~pyro.infer.SVI` configurations, and small loops that train and compare them.
 """
 
-import functools
-
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
-from pyro.nn.module import pyro_method
 from pyro.optim import Adam
 
 from pyro_spikes.models.snn import temperature_schedule
 
-__all__ = ["ESTIMATORS", "elbo_gradients", "svi_programs", "train"]
+__all__ = ["ESTIMATORS", "elbo_gradients", "train"]
 
 #: name -> (ELBO class, keyword arguments of the model and guide). ``"pathwise"`` is
 #: Kajino's relaxed (reparameterised) estimator; the two others are the score-function
@@ -29,28 +26,6 @@ def _estimator(name):
         raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {name!r}")
     elbo_class, kwargs = ESTIMATORS[name]
     return elbo_class, dict(kwargs)
-
-
-def svi_programs(snn):
-    """
-    ``(model, guide)`` of ``snn`` ready for :class:`~pyro.infer.SVI`: both run inside the
-    module's Pyro context, so its ``PyroParam`` s are registered as ``pyro.param`` sites
-    (and trained), and ``baseline`` is accepted by the model (where it has no effect) as
-    well as by the guide, so one set of keyword arguments serves both.
-    """
-    model_fn = pyro_method(type(snn).model)
-    guide_fn = pyro_method(type(snn).guide)
-
-    @functools.wraps(type(snn).model)
-    def model(observed, relaxed=True, temperature=0.3, baseline=False):
-        return model_fn(snn, observed, relaxed=relaxed, temperature=temperature)
-
-    @functools.wraps(type(snn).guide)
-    def guide(observed, relaxed=True, temperature=0.3, baseline=False):
-        return guide_fn(snn, observed, relaxed=relaxed, temperature=temperature,
-                        baseline=baseline)
-
-    return model, guide
 
 
 def _parameters(snn):
@@ -74,7 +49,7 @@ def elbo_gradients(snn, observed, estimator, num_repeats, temperature=0.3):
     elbo_class, kwargs = _estimator(estimator)
     kwargs["temperature"] = temperature
     elbo = elbo_class()
-    model, guide = svi_programs(snn)
+    model, guide = snn.model, snn.guide
     params = _parameters(snn)
     grads = {name: [] for name in params}
     for _ in range(int(num_repeats)):
@@ -102,7 +77,7 @@ def train(snn, observed, estimator, num_steps, lr=0.05, temperature=0.3, anneal_
     :returns: list of the losses (negative ELBO, summed over sequences) per step.
     """
     elbo_class, kwargs = _estimator(estimator)
-    model, guide = svi_programs(snn)
+    model, guide = snn.model, snn.guide
     svi = SVI(model, guide, Adam({"lr": lr}), elbo_class())
     losses = []
     for step in range(int(num_steps)):
