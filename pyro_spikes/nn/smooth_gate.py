@@ -93,7 +93,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-__all__ = ["SmoothGateSNN", "SmoothGateTrajectory", "gate_integral", "crossings_to_events"]
+__all__ = ["SmoothGateSNN", "SmoothGateTrajectory", "crossings_to_events", "gate_integral"]
 
 _NEURONS = ("qif", "lif")
 
@@ -145,19 +145,23 @@ class SmoothGateTrajectory(NamedTuple):
     :ivar voltage: membrane potential :math:`V` (``lif``) or phase :math:`u` (``qif``).
     :ivar current: synaptic currents :math:`s`.
     :ivar gate: running gate integral :math:`G(u)` (a smooth spike count).
-    :ivar raster: number of spikes (upward crossings of :math:`G = k + 1/2`) in each step.
-    :ivar spike_times: the same spikes as :attr:`raster`, holding their interpolated times
-        (zero where there is no spike; the time of the last one if a step holds several).
+    :ivar raster: number of spikes (upward crossings of an active zone's midpoint) in each step.
+    :ivar state: the state :math:`u`, shape ``(batch, steps + 1, N)`` including the initial one.
     :ivar dt: the step size.
+    :ivar spike_level: :math:`u` at the midpoint of the first active zone.
+    :ivar period: distance between active zones in :math:`u`.
+    :ivar lower: whether zones below the first are absent (``lif``).
     """
 
     voltage: torch.Tensor
     current: torch.Tensor
     gate: torch.Tensor
     raster: torch.Tensor
-    spike_times: torch.Tensor
+    state: torch.Tensor
     dt: float
-    G0: torch.Tensor
+    spike_level: float
+    period: float
+    lower: bool
 
     @property
     def duration(self):
@@ -165,54 +169,63 @@ class SmoothGateTrajectory(NamedTuple):
 
     def events(self, capacity=None):
         """Spikes in the library's ``events`` layout, shape ``(batch, capacity, 1 + N)``."""
-        G = torch.cat([self.G0.unsqueeze(1), self.gate], dim=1).detach()
-        return crossings_to_events(G, self.dt, capacity=capacity)
+        return crossings_to_events(self.state, self.dt, self.spike_level, self.period,
+                                   lower=self.lower, capacity=capacity)
 
 
-def crossings_to_events(G, dt, capacity=None):
+def _levels(u, spike_level, period, lower):
+    """Index of the last zone midpoint at or below ``u`` (``-1`` below the first for ``lower``)."""
+    lev = torch.floor((u - spike_level) / period)
+    return lev.clamp(min=-1.0) if lower else lev
+
+
+def crossings_to_events(u, dt, spike_level, period, lower=False, capacity=None):
     """
-    Convert a running gate integral into spike events (vectorised equivalent of
+    Spike events from a state trajectory (vectorised equivalent of
     :func:`~pyro_spikes.spikes.pack_spikes`).
 
-    :param torch.Tensor G: shape ``(batch, steps + 1, N)``; ``G[:, n]`` at time :math:`n\\, dt`.
+    A spike is an upward crossing of a zone midpoint :math:`u^* = u_0^* + kP` (``spike_level``
+    :math:`u_0^*`, ``period`` :math:`P`; ``k >= 0`` only if ``lower``); its time is linearly
+    interpolated within the step. Downward crossings are ignored.
+
+    :param torch.Tensor u: shape ``(batch, steps + 1, N)``; ``u[:, n]`` at time :math:`n\\, dt`.
     :param float dt: step size.
     :param int capacity: number of rows (default: the largest spike count in the batch); a
         :class:`ValueError` names ``capacity`` if it is too small.
-    :returns: tensor ``(batch, capacity, 1 + N)``: spike times (upward crossings of
-        :math:`k + 1/2`, interpolated) and one-hot marks, padded with time :math:`T`.
+    :returns: tensor ``(batch, capacity, 1 + N)``: sorted spike times with one-hot marks,
+        padded with time :math:`T` and zero marks.
     """
-    if G.dim() != 3:
-        raise ValueError(f"G must have shape (batch, steps + 1, N), got {tuple(G.shape)}")
-    G = G.detach()
-    B, S1, N = G.shape
+    if not isinstance(u, torch.Tensor) or u.dim() != 3 or u.shape[1] < 2:
+        raise ValueError(f"u must be a tensor of shape (batch, steps + 1, N), got "
+                         f"{tuple(getattr(u, 'shape', ()))}")
+    u = u.detach()
+    B, S1, N = u.shape
     T = (S1 - 1) * dt
-    lev0 = torch.floor(G[:, :-1] - 0.5)
-    lev1 = torch.floor(G[:, 1:] - 0.5)
-    count = (lev1 - lev0).clamp(min=0).long()  # (B, S, N); downward crossings are ignored
+    lev = _levels(u, spike_level, period, lower)
+    count = (lev[:, 1:] - lev[:, :-1]).clamp(min=0).long()  # (B, S, N)
     b, n, i = count.nonzero(as_tuple=True)
     c = count[b, n, i]
-    rep = torch.repeat_interleave(torch.arange(c.numel(), device=G.device), c)
-    # index of each spike within its step
+    rep = torch.repeat_interleave(torch.arange(c.numel(), device=u.device), c)
     first = torch.cumsum(c, 0) - c
-    j = torch.arange(rep.numel(), device=G.device) - first[rep]
+    j = torch.arange(rep.numel(), device=u.device) - first[rep]  # index of a spike in its step
     b, n, i = b[rep], n[rep], i[rep]
-    level = lev0[b, n, i] + 1.0 + j.to(G.dtype) + 0.5
-    g0, g1 = G[b, n, i], G[b, n + 1, i]
-    frac = ((level - g0) / (g1 - g0)).clamp(0.0, 1.0)
-    t = ((n.to(G.dtype) + frac) * dt).clamp(0.0, T)
-    counts = torch.bincount(b, minlength=B) if b.numel() else torch.zeros(B, dtype=torch.long)
-    max_count = int(counts.max()) if B else 0
+    target = spike_level + (lev[b, n, i] + 1.0 + j.to(u.dtype)) * period
+    u0, u1 = u[b, n, i], u[b, n + 1, i]
+    frac = ((target - u0) / (u1 - u0)).clamp(0.0, 1.0)
+    t = ((n.to(u.dtype) + frac) * dt).clamp(0.0, T)
+    counts = torch.bincount(b, minlength=B)
+    max_count = int(counts.max()) if counts.numel() else 0
     if capacity is None:
         capacity = max(max_count, 1)
     elif max_count > capacity:
         raise ValueError(f"capacity={capacity} is too small: a spike train has {max_count} spikes")
-    out = torch.zeros(B, capacity, 1 + N, dtype=G.dtype, device=G.device)
+    out = torch.zeros(B, capacity, 1 + N, dtype=u.dtype, device=u.device)
     out[..., 0] = T
     if t.numel():
-        order = torch.argsort(b.to(G.dtype) * (2.0 * T + 1.0) + t, stable=True)
+        order = torch.argsort(b.to(u.dtype) * (2.0 * T + 1.0) + t, stable=True)
         b, i, t = b[order], i[order], t[order]
         start = torch.cumsum(counts, 0) - counts
-        row = torch.arange(t.numel(), device=G.device) - start[b]
+        row = torch.arange(t.numel(), device=u.device) - start[b]
         out[b, row, 0] = t
         out[b, row, 1 + i] = 1.0
     return out
@@ -333,6 +346,13 @@ class SmoothGateSNN(PyroModule):
             return 1.0
         return self.threshold - self.reset + self.gate_width
 
+    def _spike_geometry(self):
+        """``(spike_level, period, lower)``: midpoint of the first zone, zone spacing, and
+        whether zones below it are absent."""
+        if self.neuron == "qif":
+            return 0.5, 1.0, False
+        return self.threshold + 0.5 * self.gate_width, self._period, True
+
     def _gate(self, u, gate_width):
         """Running gate integral ``G(u)`` and relative zone position ``r``."""
         if self.neuron == "qif":
@@ -422,8 +442,8 @@ class SmoothGateSNN(PyroModule):
         width = self.gate_width
         decay = math.exp(-dt / self.tau_syn)
         drive = inputs @ W_in.T + b  # (batch, steps, N), all input currents at once
+        u0 = u
         G, r = self._gate(u, width)
-        G0 = G
         us, ss, Gs = [], [], []
         for n in range(steps):
             current = drive[:, n] + s @ W_rec.T
@@ -439,16 +459,13 @@ class SmoothGateSNN(PyroModule):
         if not return_trajectories:
             return outputs
         u_all, G_all = torch.stack(us, dim=1), torch.stack(Gs, dim=1)
-        G_ext = torch.cat([G0.unsqueeze(1), G_all], dim=1).detach()
-        lev = torch.floor(G_ext - 0.5)
+        state = torch.cat([u0.unsqueeze(1), u_all], dim=1).detach()
+        spike_level, period, lower = self._spike_geometry()
+        lev = _levels(state, spike_level, period, lower)
         raster = (lev[:, 1:] - lev[:, :-1]).clamp(min=0)
-        g0, g1 = G_ext[:, :-1], G_ext[:, 1:]
-        frac = ((lev[:, 1:] + 0.5 - g0) / torch.where(g1 > g0, g1 - g0, torch.ones_like(g0))).clamp(0, 1)
-        steps_idx = torch.arange(steps, dtype=dtype, device=b.device).view(1, -1, 1)
-        spike_times = torch.where(raster > 0, (steps_idx + frac) * dt, torch.zeros_like(frac))
         traj = SmoothGateTrajectory(
             voltage=self.voltage(u_all, G_all), current=s_all, gate=G_all, raster=raster,
-            spike_times=spike_times, dt=dt, G0=G0.detach())
+            state=state, dt=dt, spike_level=spike_level, period=period, lower=lower)
         return outputs, traj
 
     def extra_repr(self):
