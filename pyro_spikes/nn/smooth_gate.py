@@ -41,7 +41,7 @@ and the readout is linear in the synaptic currents,
 Two neuron models are available:
 
 * ``neuron="qif"`` (the paper's choice): the quadratic integrate-and-fire neuron
-  :math:`\\tau_m \\dot V = V^2 + I` in its theta form, :math:`V = \\tan(\\pi u) / \\pi`,
+  :math:`\\tau_m \\dot V = V^2 + I` in its theta form, :math:`V = \\tan(\\pi u)`,
 
   .. math::
 
@@ -73,15 +73,25 @@ Two neuron models are available:
   while it is inside a zone can stop there: a smooth "partial spike".)
 
 **Time stepping.** A fixed step :math:`dt`, looping over time steps only (vectorised over batch
-and neurons). The state uses explicit Euler,
-:math:`u_{n+1} = u_n + dt\\, \\dot u(u_n, I_n)`; the synaptic current uses exponential Euler with
-the *exact* gate charge of the step, :math:`s_{n+1} = e^{-dt/\\tau_s} s_n + (G(u_{n+1}) -
-G(u_n)) / \\tau_s`, so a spike delivers exactly unit charge even when a narrow zone is crossed
-within one step. ``outputs[:, n]`` is the readout at time :math:`(n + 1)\\, dt` and the input
-``inputs[:, n]`` is held over :math:`[n\\, dt, (n + 1)\\, dt)`.
+and neurons); the current :math:`I_n` is computed from :math:`s_n` and held over the step.
 
-Spike times (for rasters and plots) are the times at which :math:`G(u)` crosses
-:math:`k + \\tfrac12` upwards (the middle of an active zone), linearly interpolated within a step.
+* ``qif``: the membrane step is *exact* for the held current: the Riccati equation
+  :math:`\\tau_m \\dot V = V^2 + I` is linear in homogeneous coordinates, so the step is a
+  Moebius map of :math:`V = \\tan \\pi u` (see :func:`_qif_step`). It is stable for any
+  current and any :math:`dt` (several spikes per step are counted correctly).
+* ``lif``: explicit Euler, :math:`u_{n+1} = u_n + dt\\, \\dot u(u_n, I_n)`. The gated reset is
+  stiff inside a zone (rates up to about :math:`c\\,\\phi'/\\Delta`): use
+  :math:`dt \\lesssim \\Delta / (10 c)` for accurate trajectories and well-behaved gradients, or
+  ``gate_width=0`` (hard gate).
+
+The synaptic current uses exponential Euler with the *exact* gate charge of the step,
+:math:`s_{n+1} = e^{-dt/\\tau_s} s_n + (G(u_{n+1}) - G(u_n)) / \\tau_s`, so a spike delivers
+exactly unit charge even when a narrow zone is crossed within one step. ``outputs[:, n]`` is the
+readout at time :math:`(n + 1)\\, dt` and the input ``inputs[:, n]`` is held over
+:math:`[n\\, dt, (n + 1)\\, dt)`.
+
+Spike times (for rasters and plots) are the times at which :math:`u` crosses the middle of an
+active zone upwards (where :math:`G = k + \\tfrac12`), linearly interpolated within a step.
 """
 
 import copy
@@ -231,6 +241,55 @@ def crossings_to_events(u, dt, spike_level, period, lower=False, capacity=None):
     return out
 
 
+def _riccati_cs(z):
+    """
+    ``(C, Sc)`` with :math:`C = \\cos\\sqrt z`, :math:`Sc = \\sin\\sqrt z / \\sqrt z` for
+    :math:`z \\ge 0` and :math:`(1, \\tanh\\sqrt{-z} / \\sqrt{-z})` (both divided by
+    :math:`\\cosh\\sqrt{-z}`, which leaves a Moebius map unchanged) for :math:`z < 0`; Taylor
+    series near zero so that gradients stay finite.
+    """
+    small = z.abs() < 1e-2
+    zs = torch.where(small, z, torch.zeros_like(z))
+    C_series = 1 - zs / 2 + zs * zs / 24 - zs ** 3 / 720
+    Sc_series = 1 - zs / 6 + zs * zs / 120 - zs ** 3 / 5040
+    C_neg_series = 1 / C_series.clamp(min=0.5)  # cosh(w) / cosh(w) with the same scaling
+    w = torch.sqrt(torch.where(small, torch.ones_like(z), z.abs()))
+    C_big = torch.where(z > 0, torch.cos(w), torch.ones_like(w))
+    Sc_big = torch.where(z > 0, torch.sin(w) / w, torch.tanh(w) / w)
+    # for small z < 0 divide by cosh(w) = C_series(z) as well, for continuity at |z| = 1e-2
+    C = torch.where(small, torch.where(z > 0, C_series, torch.ones_like(z)), C_big)
+    Sc = torch.where(small, torch.where(z > 0, Sc_series, Sc_series * C_neg_series), Sc_big)
+    return C, Sc
+
+
+def _qif_step(u, current, h):
+    """
+    Exact step of the theta-form QIF neuron over a normalised time ``h = dt / tau_m`` with the
+    current held constant.
+
+    With :math:`V = \\tan(\\pi u)`, the Riccati equation :math:`dV / d\\tilde t = V^2 + I`
+    is linear in homogeneous coordinates :math:`V = p / q`: :math:`p' = I q`, :math:`q' = -p`,
+    whose flow :math:`\\begin{pmatrix} C & I h\\,Sc \\\\ -h\\,Sc & C \\end{pmatrix}` (with
+    :math:`C, Sc` from :func:`_riccati_cs` at :math:`z = I h^2`) acts on
+    :math:`(p, q) = (\\sin \\pi u, \\cos \\pi u)`. The angle :math:`\\pi u` of
+    :math:`(q, p)` is lifted continuously: full periods :math:`\\pi / \\sqrt I` (one
+    spike each) are counted separately, and the rest of the step turns it by less than
+    :math:`\\pi`. Unconditionally stable, for any current.
+    """
+    I = current
+    a = torch.sqrt(I.clamp(min=1e-12))
+    n_full = torch.where(I > 0, torch.floor(a * h / math.pi), torch.zeros_like(I)).detach()
+    h_rest = h - n_full * math.pi / a  # the remaining time, less than one period
+    C, Sc = _riccati_cs(I * h_rest * h_rest)
+    theta = math.pi * u
+    p, q = torch.sin(theta), torch.cos(theta)
+    p_new = C * p + I * h_rest * Sc * q
+    q_new = C * q - h_rest * Sc * p
+    delta = torch.atan2(p_new, q_new) - theta
+    delta = delta - 2 * math.pi * torch.round(delta / (2 * math.pi)).detach()
+    return u + delta / math.pi + n_full
+
+
 def _check_positive(name, value, allow_zero=False):
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"{name} must be a real number, got {value!r}")
@@ -367,6 +426,12 @@ class SmoothGateSNN(PyroModule):
             G = self._gate(u, self.gate_width)[0]
         return u - self._period * G
 
+    def _step(self, u, G, r, current, dt):
+        """One step of the state: exact QIF flow (``qif``) or explicit Euler (``lif``)."""
+        if self.neuron == "qif":
+            return _qif_step(u, current, dt / self.tau_mem)
+        return u + dt * self._du(u, G, r, current)
+
     def _du(self, u, G, r, current):
         if self.neuron == "qif":
             c = torch.cos(2.0 * math.pi * u)
@@ -447,7 +512,7 @@ class SmoothGateSNN(PyroModule):
         us, ss, Gs = [], [], []
         for n in range(steps):
             current = drive[:, n] + s @ W_rec.T
-            u = u + dt * self._du(u, G, r, current)
+            u = self._step(u, G, r, current, dt)
             G_new, r = self._gate(u, width)
             s = decay * s + (G_new - G) / self.tau_syn
             G = G_new
