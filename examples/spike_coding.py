@@ -10,11 +10,17 @@ currents, :math:`\\hat x(t) = W^{\\rm out} s(t) + b^{\\rm out}`, must reconstruc
 the smooth-gate network (:class:`~pyro_spikes.nn.smooth_gate.SmoothGateSNN`).
 
 The reconstruction error is reported as the mean squared error normalised by the signal's
-variance (NMSE) on fresh test signals, and compared with two baselines: predicting the mean
-(zero) signal (NMSE about 1) and the untrained network with its readout fitted by least squares
-(a random "reservoir" of spiking neurons). Time is in units of 5 ms (the membrane time constant
-is 4 units = 20 ms, the synaptic one 2 units = 10 ms) and each signal lasts 120 units (0.6 s),
-with frequencies up to about 5 Hz.
+variance (NMSE) on fresh test signals, and compared with two baselines: predicting zero
+(the trivial baseline, NMSE about 1) and the untrained network with its readout fitted by least
+squares (a random "reservoir" of spiking neurons). Training starts from that least-squares
+readout, so what it adds is due to learning the input and recurrent weights (and fine-tuning the
+readout). Time is in units of 5 ms (membrane time constant 4 units = 20 ms, synaptic 3 units =
+15 ms); each signal lasts 120 units (0.6 s), with frequencies up to about 5 Hz.
+
+With the defaults (300 Adam steps, well under a minute on 2 idle cores) the test NMSE goes from
+about 0.16 (reservoir) to about 0.12; the network with the same weights and a hard gate (an
+ordinary QIF spiking network) scores in between. Longer runs (``--num-steps 2000``) keep
+improving slowly.
 """
 
 import argparse
@@ -54,10 +60,10 @@ def nmse(pred, target, skip=10):
     return (((p - y) ** 2).mean() / y.var()).item()
 
 
-def build_network(seed, hidden_size=30, gate_width=0.3):
+def build_network(seed, hidden_size=40, gate_width=0.3):
     torch.manual_seed(seed)
     return SmoothGateSNN(DIM, hidden_size, DIM, neuron="qif", gate_width=gate_width,
-                         tau_mem=4.0, tau_syn=2.0, input_scale=3.0, recurrent_scale=1.0,
+                         tau_mem=4.0, tau_syn=3.0, input_scale=4.0, recurrent_scale=1.0,
                          bias_init=0.0)
 
 
@@ -124,9 +130,10 @@ def main(args):
     x_test = make_signals(200, torch.Generator().manual_seed(args.seed + 1))
     x_fit = make_signals(200, torch.Generator().manual_seed(args.seed + 2))
 
-    net = build_network(args.seed, args.hidden_size, args.gate_width)
     reservoir = build_network(args.seed, args.hidden_size, args.gate_width)
     fit_readout(reservoir, x_fit)
+    net = build_network(args.seed, args.hidden_size, args.gate_width)
+    net.load_state_dict(reservoir.state_dict())  # start from the least-squares readout
     with torch.no_grad():
         results = {
             "mean (zero) prediction": nmse(torch.zeros_like(x_test), x_test),
@@ -152,9 +159,9 @@ def main(args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-steps", type=int, default=400)
+    parser.add_argument("--num-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden-size", type=int, default=30)
+    parser.add_argument("--hidden-size", type=int, default=40)
     parser.add_argument("--gate-width", type=float, default=0.3)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--out", default="out/spike_coding")

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -8,7 +9,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal
 from pyro.nn import PyroSample
 
-from pyro_spikes.nn.smooth_gate import SmoothGateSNN, crossings_to_events
+from pyro_spikes.nn.smooth_gate import SmoothGateSNN, _qif_step, crossings_to_events
 from pyro_spikes.spikes import unpack_spikes, validate_events
 
 PARAMS = ["input_weight", "recurrent_weight", "bias", "readout_weight", "readout_bias"]
@@ -181,6 +182,39 @@ def test_spike_charge_is_one():
     assert abs(isi - math.pi * 5.0 / math.sqrt(0.2)) < 0.05 * 35
 
 
+def test_qif_step_is_exact_for_held_current():
+    """The Moebius QIF step agrees with a fine RK4 solution of the theta ODE, including strong
+    inhibition (where Euler is unstable), near-zero currents and several spikes per step."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(300, generator=g, dtype=torch.float64) * 3 - 1
+    I = torch.cat([5 * torch.randn(100, generator=g, dtype=torch.float64),
+                   1e-3 * torch.randn(100, generator=g, dtype=torch.float64),
+                   -400 + 1400 * torch.rand(100, generator=g, dtype=torch.float64)])
+    h = 0.3
+
+    I_np = I.numpy()
+
+    def f(v):
+        c = np.cos(2 * np.pi * v)
+        return ((1 - c) + (1 + c) * I_np) / (2 * np.pi)
+
+    x, n = u.numpy().copy(), 4000  # reference: RK4 with 4000 substeps, in numpy
+    d = h / n
+    for _ in range(n):
+        k1 = f(x)
+        k2 = f(x + d / 2 * k1)
+        k3 = f(x + d / 2 * k2)
+        k4 = f(x + d * k3)
+        x = x + d / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    x = torch.from_numpy(x)
+    y = _qif_step(u, I, h)
+    assert (y - u).max() > 2  # some neurons fire several spikes within the step
+    torch.testing.assert_close(y, x, rtol=0, atol=1e-6)
+    uu, II = u.clone().requires_grad_(), I.clone().requires_grad_()
+    _qif_step(uu, II, h).sum().backward()
+    assert bool(torch.isfinite(uu.grad).all() and torch.isfinite(II.grad).all())
+
+
 # ------------------------------------------------------------------- shapes, dtypes, errors
 @pytest.mark.parametrize("neuron", ["qif", "lif"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -262,6 +296,12 @@ def test_forward_validation():
         net.with_gate_width(-1.0)
     with pytest.raises(ValueError, match=r"\bu\b"):
         crossings_to_events(torch.zeros(2, 1, 3), 0.1, 0.5, 1.0)
+    with pytest.raises(ValueError, match=r"\bu\b"):
+        crossings_to_events(torch.full((2, 3, 3), float("nan")), 0.1, 0.5, 1.0)
+    with torch.no_grad():
+        net.recurrent_weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="recurrent_weight"):
+        net(x, 0.1)
 
 
 # ----------------------------------------------------------------------------- Pyro / SVI

@@ -209,6 +209,8 @@ def crossings_to_events(u, dt, spike_level, period, lower=False, capacity=None):
         raise ValueError(f"u must be a tensor of shape (batch, steps + 1, N), got "
                          f"{tuple(getattr(u, 'shape', ()))}")
     u = u.detach()
+    if not bool(torch.isfinite(u).all()):
+        raise ValueError("u contains NaN or infinite entries")
     B, S1, N = u.shape
     T = (S1 - 1) * dt
     lev = _levels(u, spike_level, period, lower)
@@ -492,6 +494,8 @@ class SmoothGateSNN(PyroModule):
             if tuple(p.shape) != shape:
                 raise ValueError(f"{name} must have shape {shape}, got {tuple(p.shape)} "
                                  "(batched parameter samples are not supported)")
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError(f"{name} contains NaN or infinite entries")
         dtype = torch.promote_types(inputs.dtype, b.dtype)
         inputs = inputs.to(dtype)
         W_in, W_rec, b, W_out, b_out = (p.to(dtype) for p in (W_in, W_rec, b, W_out, b_out))
@@ -521,6 +525,9 @@ class SmoothGateSNN(PyroModule):
             Gs.append(G)
         s_all = torch.stack(ss, dim=1)
         outputs = s_all @ W_out.T + b_out
+        if not bool(torch.isfinite(outputs).all()):
+            raise ValueError(f"the simulation diverged (non-finite outputs); reduce dt={dt} "
+                             "or the weights")
         if not return_trajectories:
             return outputs
         u_all, G_all = torch.stack(us, dim=1), torch.stack(Gs, dim=1)
