@@ -321,6 +321,7 @@ def test_svi_decreases_loss(guide_cls):
     net = SmoothGateSNN(2, 8, 1, gate_width=0.3, tau_mem=3.0, tau_syn=3.0, bias_init=0.1)
     net.readout_weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 8]).to_event(2))
     net.readout_bias = PyroSample(dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+    net.bias = PyroSample(dist.Normal(0.1, 0.1).expand([8]).to_event(1))  # a neuron parameter
 
     def model(x, y=None):
         out = net(x, 0.5)
@@ -337,6 +338,17 @@ def test_svi_decreases_loss(guide_cls):
     # network weights (nn.Parameters) are learned as pyro params alongside the guide
     names = set(pyro.get_param_store().keys())
     assert "input_weight" in names and "recurrent_weight" in names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_follows_parameters():
+    net = SmoothGateSNN(2, 4, 1).cuda().double()
+    out, tr = net(torch.rand(2, 10, 2, dtype=torch.float64, device="cuda"), 0.5,
+                  return_trajectories=True)
+    assert out.device.type == "cuda" and out.dtype == torch.float64
+    assert tr.events().device.type == "cuda"
+    with pytest.raises(ValueError, match="inputs"):
+        net(torch.rand(2, 10, 2), 0.5)
 
 
 def test_bernoulli_likelihood_gradients_flow():

@@ -120,12 +120,12 @@ def _bump(r):
     return 30.0 * r * r * (1.0 - r) ** 2
 
 
-def gate_integral(u, gate_width, start, period, lower=None):
+def gate_integral(u, gate_width, start, period, lower=False):
     """
     Running integral :math:`G(u)` of a periodic gate: zones ``[start + k * period,
     start + k * period + gate_width]``; :math:`G` rises by one across each zone.
 
-    ``gate_width=0`` gives the Heaviside staircase (the hard-gate limit). If ``lower`` is given,
+    ``gate_width=0`` gives the Heaviside staircase (the hard-gate limit). If ``lower``,
     zones with ``k < 0`` are absent (``G = 0`` below ``start``); otherwise :math:`G` is periodic
     in the sense :math:`G(u + P) = G(u) + 1`.
 
@@ -140,7 +140,7 @@ def gate_integral(u, gate_width, start, period, lower=None):
     else:
         r = (u - start - k * period) / gate_width
         G = k + _smoothstep(r)
-    if lower is not None:
+    if lower:
         G = torch.where(u < start, torch.zeros_like(G), G)
         if r is not None:
             r = torch.where(u < start, torch.zeros_like(r), r)
