@@ -298,7 +298,8 @@ def _check_positive(name, value, allow_zero=False):
     value = float(value)
     ok = value >= 0 if allow_zero else value > 0
     if not (math.isfinite(value) and ok):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite, got {value}")
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {kind} and finite, got {value}")
     return value
 
 
@@ -373,18 +374,21 @@ class SmoothGateSNN(PyroModule):
             bias_init = -0.1 if neuron == "qif" else 0.0
         input_scale = _check_positive("input_scale", input_scale, allow_zero=True)
         recurrent_scale = _check_positive("recurrent_scale", recurrent_scale, allow_zero=True)
-        self.input_weight = nn.Parameter(torch.randn(hidden_size, input_size) * input_scale / math.sqrt(input_size))
+        self.input_weight = nn.Parameter(
+            torch.randn(hidden_size, input_size) * input_scale / math.sqrt(input_size))
         self.recurrent_weight = nn.Parameter(
             torch.randn(hidden_size, hidden_size) * recurrent_scale / math.sqrt(hidden_size))
         self.bias = nn.Parameter(torch.full((hidden_size,), float(bias_init)))
-        self.readout_weight = nn.Parameter(torch.randn(output_size, hidden_size) / math.sqrt(hidden_size))
+        self.readout_weight = nn.Parameter(
+            torch.randn(output_size, hidden_size) / math.sqrt(hidden_size))
         self.readout_bias = nn.Parameter(torch.zeros(output_size))
 
     # ------------------------------------------------------------------ helpers
     def _check_gate_width(self, gate_width):
         gate_width = _check_positive("gate_width", gate_width, allow_zero=True)
         if self.neuron == "qif" and gate_width >= 1.0:
-            raise ValueError(f"gate_width must be in [0, 1) for neuron='qif' (phase units), got {gate_width}")
+            raise ValueError(
+                f"gate_width must be in [0, 1) for neuron='qif' (phase units), got {gate_width}")
         return gate_width
 
     def with_gate_width(self, gate_width):
@@ -445,11 +449,13 @@ class SmoothGateSNN(PyroModule):
         return du
 
     def initial_state(self, batch_size, dtype=None, device=None):
-        """Default state: ``u = 0`` (rest/reset potential for ``lif``, phase 0 for ``qif``)
-        and ``s = 0``."""
-        p = self.bias
-        dtype = p.dtype if dtype is None else dtype
-        device = p.device if device is None else device
+        """Default state ``(u0, s0)``, each ``(batch_size, N)``: ``u = 0`` (:math:`V = 0`, the
+        leak's rest potential, for ``lif``; phase 0, :math:`V = 0`, for ``qif``) and ``s = 0``.
+        ``dtype`` and ``device`` default to the parameters'."""
+        if dtype is None or device is None:
+            p = self.input_weight
+            dtype = p.dtype if dtype is None else dtype
+            device = p.device if device is None else device
         z = torch.zeros(batch_size, self.hidden_size, dtype=dtype, device=device)
         return z, z.clone()
 
@@ -476,7 +482,8 @@ class SmoothGateSNN(PyroModule):
                 f"inputs must have shape (batch, steps, input_size={self.input_size}), "
                 f"got {tuple(inputs.shape)}")
         if inputs.shape[0] < 1 or inputs.shape[1] < 1:
-            raise ValueError(f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
+            raise ValueError(
+                f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
         if not inputs.is_floating_point():
             raise ValueError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
         if inputs.device != b.device:
@@ -485,7 +492,8 @@ class SmoothGateSNN(PyroModule):
             raise ValueError("inputs contains NaN or infinite entries")
         dt = _check_positive("dt", dt)
         if self.neuron == "lif" and dt >= self.tau_mem:
-            raise ValueError(f"dt={dt} must be smaller than tau_mem={self.tau_mem} for the Euler step")
+            raise ValueError(
+                f"dt={dt} must be smaller than tau_mem={self.tau_mem} for the Euler step")
         for name, p, shape in [("input_weight", W_in, (self.hidden_size, self.input_size)),
                                ("recurrent_weight", W_rec, (self.hidden_size, self.hidden_size)),
                                ("bias", b, (self.hidden_size,)),
@@ -506,7 +514,8 @@ class SmoothGateSNN(PyroModule):
             u, s = initial_state
             for name, x in (("initial_state[0]", u), ("initial_state[1]", s)):
                 if not isinstance(x, torch.Tensor) or tuple(x.shape) != (batch, self.hidden_size):
-                    raise ValueError(f"{name} must be a tensor of shape {(batch, self.hidden_size)}")
+                    raise ValueError(
+                        f"{name} must be a tensor of shape {(batch, self.hidden_size)}")
             u, s = u.to(dtype), s.to(dtype)
         width = self.gate_width
         decay = math.exp(-dt / self.tau_syn)
