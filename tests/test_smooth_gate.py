@@ -133,6 +133,7 @@ def test_hard_gate_reproduces_lif_exactly(lif_limit_setup):
     assert _limit_error(net.hard_gate(), x, dt, ref) <= 1e-9
 
 
+@pytest.mark.filterwarnings("ignore:dt=.*under-resolves:RuntimeWarning")
 def test_narrow_gate_converges_to_lif(lif_limit_setup):
     # A zone of width D shifts each spike by about D / (dV/dt) and errors add up over a train:
     # the spike-time error is O(D). Same spike counts, and all spike times within 0.01 (a fifth
@@ -143,6 +144,7 @@ def test_narrow_gate_converges_to_lif(lif_limit_setup):
     assert errs[1] < errs[0] / 5 and errs[2] < errs[1] / 5, errs
 
 
+@pytest.mark.filterwarnings("ignore:dt=.*under-resolves:RuntimeWarning")
 def test_narrow_gate_synaptic_current_approaches_spike_train():
     """As the gate narrows, s(t) approaches the hard-gate (Heaviside) current."""
     net = _net("lif", 0.2, tau_mem=10.0, tau_syn=5.0, input_scale=2.0, bias_init=1.3)
@@ -156,6 +158,38 @@ def test_narrow_gate_synaptic_current_approaches_spike_train():
     assert hard.raster.sum() > 5
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 0.1 * errs[0]
+
+
+@pytest.mark.parametrize("neuron", ["lif", "qif"])
+def test_spike_count_is_smooth_in_the_input(neuron):
+    """The smooth spike count G(T) moves continuously as a spike enters the window (the gate
+    is what makes spike creation differentiable); the hard-gate count jumps by whole spikes."""
+    torch.manual_seed(0)
+    net = SmoothGateSNN(1, 1, 1, neuron=neuron, gate_width=0.3, tau_mem=2.0, tau_syn=2.0,
+                        bias_init=0.0).double()
+    with torch.no_grad():
+        net.input_weight.fill_(1.0)
+        net.recurrent_weight.zero_()
+    # LIF: dt resolves the zone passage (dt <= 0.2 gate_width / spike_drive = 0.024)
+    lo, hi, dt, steps = (1.1, 1.8, 0.02, 300) if neuron == "lif" else (0.0, 0.6, 0.1, 60)
+    drive = torch.linspace(lo, hi, 2000, dtype=torch.float64).requires_grad_()
+    x = drive.view(-1, 1, 1).expand(-1, steps, 1)
+    _, smooth = net(x, dt, return_trajectories=True)
+    with torch.no_grad():
+        _, hard = net.hard_gate()(x, dt, return_trajectories=True)
+    G = smooth.gate[:, -1, 0]
+    G.sum().backward()
+    count = hard.gate[:, -1, 0]
+    assert count[-1] - count[0] >= 1  # spikes appear across the range
+    assert (count.diff().abs().max() >= 1).item()  # the hard count jumps
+    assert (G.diff() >= -1e-12).all()  # more drive, more (smooth) spikes
+    # G is differentiable along the whole range: its increments match the trapezoid integral of
+    # its autograd derivative (a jump, as in the hard count, would break this)
+    grad = drive.grad
+    assert (grad >= -1e-9).all() and grad.max() > 0
+    step = (hi - lo) / (len(drive) - 1)
+    trapezoid = 0.5 * (grad[1:] + grad[:-1]) * step
+    assert (G.diff() - trapezoid).abs().max() < 0.02
 
 
 def test_spike_charge_is_one():
@@ -220,9 +254,9 @@ def test_qif_step_is_exact_for_held_current():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shapes_and_dtype(neuron, dtype):
     torch.manual_seed(0)
-    net = SmoothGateSNN(3, 5, 2, neuron=neuron).to(dtype)
+    net = SmoothGateSNN(3, 5, 2, neuron=neuron, gate_width=0.5).to(dtype)
     x = torch.randn(4, 7, 3, dtype=dtype)
-    out, tr = net(x, 0.5, return_trajectories=True)
+    out, tr = net(x, 0.2, return_trajectories=True)
     assert out.shape == (4, 7, 2) and out.dtype == dtype
     for t in (tr.voltage, tr.current, tr.gate, tr.raster):
         assert t.shape == (4, 7, 5) and t.dtype == dtype
@@ -240,11 +274,12 @@ def test_float64_inputs_promote_float32_module():
 
 
 def test_events_match_raster_and_pack_layout():
-    net = _net("lif", 0.1, tau_mem=5.0, input_scale=3.0, bias_init=0.5)
+    net = _net("lif", 0.5, tau_mem=5.0, input_scale=3.0, bias_init=0.5)
     with torch.no_grad():
         _, tr = net(_drive(7, 3, 300), 0.1, return_trajectories=True)
     ev = tr.events()
     validate_events(ev, tr.duration, 3)
+    assert tr.raster.sum() >= 10
     torch.testing.assert_close(ev[..., 1:].sum(-2), tr.raster.sum(1))
     # every spike time lies inside the step flagged in the raster
     for b, trains in enumerate(unpack_spikes(ev)):
@@ -276,7 +311,7 @@ def test_constructor_validation(kwargs, match):
 
 
 def test_forward_validation():
-    net = SmoothGateSNN(2, 3, 1, neuron="lif", tau_mem=5.0)
+    net = SmoothGateSNN(2, 3, 1, neuron="lif", tau_mem=5.0, gate_width=0.5)
     x = torch.zeros(2, 4, 2)
     with pytest.raises(ValueError, match="inputs"):
         net(torch.zeros(4, 2), 0.1)
@@ -294,6 +329,8 @@ def test_forward_validation():
         net(x, 0.1, initial_state=(torch.zeros(3, 3), torch.zeros(2, 3)))
     with pytest.raises(ValueError, match="gate_width"):
         net.with_gate_width(-1.0)
+    with pytest.warns(RuntimeWarning, match="under-resolves"):
+        net(x, 0.5)
     with pytest.raises(ValueError, match=r"\bu\b"):
         crossings_to_events(torch.zeros(2, 1, 3), 0.1, 0.5, 1.0)
     with pytest.raises(ValueError, match=r"\bu\b"):
