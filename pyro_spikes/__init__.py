@@ -1,6 +1,6 @@
 """pyro_spikes: probabilistic spiking neural networks in continuous time, in Pyro."""
 
-from pyro_spikes import diagnostics, models, plot, scoring
+from pyro_spikes import diagnostics, models, nn, plot, scoring
 from pyro_spikes.distributions import (
     HawkesProcess,
     PointProcess,
@@ -10,6 +10,7 @@ from pyro_spikes.distributions import (
     StochasticLIF,
 )
 from pyro_spikes.models import SNN
+from pyro_spikes.nn import SmoothGateSNN
 from pyro_spikes.spikes import (
     num_spikes,
     pack_spikes,
@@ -27,10 +28,12 @@ __all__ = [
     "PoissonProcess",
     "RelaxedPointProcess",
     "SNN",
+    "SmoothGateSNN",
     "SpikingPointProcess",
     "StochasticLIF",
     "diagnostics",
     "models",
+    "nn",
     "num_spikes",
     "pack_spikes",
     "plot",
