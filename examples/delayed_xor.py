@@ -121,14 +121,12 @@ def plot(net, losses, out_dir, generator):
     axes[2, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_rasters.png"), dpi=90)
-    plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.semilogy(losses)
     ax.set_xlabel("Adam step")
     ax.set_ylabel("loss")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_loss.png"), dpi=90)
-    plt.close(fig)
 
 
 def main(args):
@@ -152,7 +150,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)

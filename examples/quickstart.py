@@ -99,7 +99,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-steps", type=int, default=300)
     parser.add_argument("--num-sequences", type=int, default=20)

@@ -144,12 +144,11 @@ def main(args):
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "slif_input_current.png"), dpi=120)
-    plt.close(fig)
     return results
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-steps", type=int, default=60, help="Adam steps per fit")
     p.add_argument("--out", default="out/slif_input_current")

@@ -114,14 +114,12 @@ def plot(net, losses, x, out_dir):
     axes[2].set_xlabel("time (units of 5 ms)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "spike_coding.png"), dpi=90)
-    plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.semilogy(losses)
     ax.set_xlabel("Adam step")
     ax.set_ylabel("training MSE")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "spike_coding_loss.png"), dpi=90)
-    plt.close(fig)
 
 
 def main(args):
@@ -159,7 +157,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)

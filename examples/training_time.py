@@ -111,7 +111,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-steps", type=int, default=3, help="timed SVI steps per setting")
     parser.add_argument("--upper-bounds", default="1,5,9")
