@@ -194,11 +194,15 @@ class _RelaxedThinning(torch.autograd.Function):
     def forward(ctx, proc, stream, gumbel, temperature, bias, weight, time_constants, context):
         num = proc.num_neurons
         probs = gumbel.new_empty(gumbel.shape)
+        noise = gumbel / temperature
+        inv_temp = 1.0 / temperature
 
         def decide(r, u):
-            log_spike = -F.softplus(-u)  # log sigma(u); the -log|D| cancels in the softmax
-            log_none = torch.logsumexp(log_spike - u, -1, keepdim=True)  # log sum sigma(-u)
-            z = (torch.cat([log_spike, log_none], -1) + gumbel[:, r]) / temperature
+            # log pi up to a constant: log sigma(u_d) = u_d - softplus(u_d) for a spike of d,
+            # log sum_d sigma(-u_d) = logsumexp(-softplus(u)) for no spike
+            sp = F.softplus(u)
+            z = torch.cat([u - sp, torch.logsumexp(-sp, -1, keepdim=True)], -1)
+            z = z.mul_(inv_temp).add_(noise[:, r])
             y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True), out=probs[:, r])
             return y[:, :num]
 
@@ -227,24 +231,25 @@ class _RelaxedThinning(torch.autograd.Function):
         flat = adj.view(n, l * d)
         u_bar = grad_marks.new_zeros(n, num_rows, d)
         batched = weight_t.dim() == 3
-        sig_all = torch.sigmoid(potentials[..., :num])
-        log_neg = -F.softplus(potentials[..., :num])  # log sigma(-u)
-        share_all = torch.exp(log_neg - torch.logsumexp(log_neg, -1, keepdim=True))
+        # Per row, with y the probabilities (spikes y_s, no spike y_0), sigma = sigmoid(u) and
+        # w = softmax(log sigma(-u)), the vector-Jacobian product of the marks through the
+        # softmax and log pi(u) is  u_bar = P * g - (y_s . g) Q  with
+        # P = y_s (1 - sigma) / tau and Q = P - y_0 sigma w / tau; zero at non-candidate rows.
+        u = potentials[..., :num]
+        sig = torch.sigmoid(u)
+        log_neg = -F.softplus(u)  # log sigma(-u)
+        share = torch.exp(log_neg - torch.logsumexp(log_neg, -1, keepdim=True))
+        y_spike = probs[..., :num] * cand_mask
+        p_coef = y_spike * (1 - sig) / tau
+        q_coef = p_coef - probs[..., num:] * cand_mask * sig * share / tau
         for r in reversed(range(num_rows)):
             if batched:
-                g_full = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)
+                g = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)[:, :num]
             else:
-                g_full = flat.mm(weight_t)
-            g_y = (grad_marks[:, r] + g_full[:, :num]) * cand_mask[:, r]
-            y = probs[:, r]
-            y_spike = y[:, :num]
-            dot = (y_spike * g_y).sum(-1, keepdim=True)
-            # softmax Jacobian with a zero gradient on the "no spike" entry
-            dz_spike = y_spike * (g_y - dot) / tau
-            dz_none = -y[:, num:] * dot / tau
-            sig = sig_all[:, r]
-            torch.sub(dz_spike * (1 - sig), dz_none * sig * share_all[:, r],
-                      out=u_bar[:, r, :num])
+                g = flat.mm(weight_t)[:, :num]
+            g = g.add_(grad_marks[:, r])
+            dot = (y_spike[:, r] * g).sum(-1, keepdim=True)
+            torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r, :num])
             adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
         inputs = [bias, weight, time_constants] + ([context] if context is not None else [])
         leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
