@@ -162,3 +162,32 @@ def test_zero_temperature_limit_is_exact_thinning():
         ref = exact[..., 1 + d].sum(-1)
         se = math.sqrt(ours.var().item() / 4 + ref.var().item() / 4) + 1.0
         assert abs(ours.mean().item() - ref.mean().item()) < 5 * se
+
+
+def test_relaxed_poisson_process():
+    from pyro_spikes.distributions import PoissonProcess
+
+    rate = torch.tensor([1.0, 2.0], dtype=DT)
+    with pytest.raises(ValueError, match="upper_bound"):
+        RelaxedPointProcess(PoissonProcess(rate, 5.0), 0.3)
+    with pytest.raises(ValueError, match="upper_bound"):
+        PoissonProcess(rate, 5.0, upper_bound=2.0)
+    proc = PoissonProcess(rate, 5.0, upper_bound=6.0)
+    r = RelaxedPointProcess(proc, 0.5)
+    # known answer: Poisson candidates at rate 6 and i.i.d. concrete marks with pi = (1, 2, 3)/6
+    value = torch.tensor([[0.5, 0.2, 0.5], [3.0, 0.05, 0.05], [5.0, 0.0, 0.0]], dtype=DT)
+    probs = torch.tensor([1.0, 2.0, 3.0], dtype=DT) / 6
+    concrete = RelaxedOneHotCategorical(torch.tensor(0.5, dtype=DT), probs=probs)
+    y = torch.cat([value[:2, 1:], 1 - value[:2, 1:].sum(-1, keepdim=True)], -1)
+    expected = 2 * math.log(6.0) - 6.0 * 5.0 + concrete.log_prob(y).sum()
+    big = PoissonProcess(rate, 5.0, upper_bound=6.0, capacity=3)
+    assert RelaxedPointProcess(big, 0.5).log_prob(value).item() == pytest.approx(expected.item())
+    # low temperature: hard marks are Poisson counts with means rate * T
+    torch.manual_seed(0)
+    hard = RelaxedPointProcess(proc, 0.01).sample((2000,))[..., 1:].round().sum(-2)
+    assert torch.allclose(hard.mean(0), rate * 5.0, atol=4 * math.sqrt(10.0 / 2000))
+    # path-wise gradient of the expected soft count: d E[N_d] / d rate_d = T at tau -> 0
+    rate_p = rate.clone().requires_grad_()
+    r = RelaxedPointProcess(PoissonProcess(rate_p, 5.0, upper_bound=6.0), 0.05)
+    r.rsample((4000,))[..., 1:].sum((0, 1)).div(4000).sum().backward()
+    assert torch.allclose(rate_p.grad, torch.full((2,), 5.0, dtype=DT), rtol=0.15)

@@ -34,6 +34,15 @@ def uniform_order_statistics(counts, width, duration, like):
     return times, valid
 
 
+class Stream:
+    """Rows of one thinning run: candidates (and context rows merged with them), flattened."""
+
+    def __init__(self, shape, cand, valid, times, is_cand):
+        self.shape, self.cand, self.valid = shape, cand, valid
+        self.times, self.is_cand = times, is_cand
+        self.from_cand = self.ctx_rows = self.ctx_index = None
+
+
 class PointProcess(TorchDistribution):
     """
     A :math:`D`-variate temporal point process on :math:`[0, T]` whose values are spike trains in

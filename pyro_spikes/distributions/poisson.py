@@ -4,7 +4,12 @@ import torch
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param, uniform_order_statistics
+from pyro_spikes.distributions.point_process import (
+    PointProcess,
+    Stream,
+    as_param,
+    uniform_order_statistics,
+)
 
 __all__ = ["PoissonProcess"]
 
@@ -31,19 +36,28 @@ class PoissonProcess(PointProcess):
     :param float duration: observation window :math:`T`.
     :param int capacity: rows of a realisation (default: a count exceeded with probability
         below ~1e-9).
+    :param upper_bound: a constant :math:`\\bar\\lambda \\ge \\sum_d \\lambda_d`, only needed to wrap
+        the process in a :class:`~pyro_spikes.distributions.RelaxedPointProcess` (the
+        candidates of relaxed thinning come at this rate, independent of ``rate``).
     """
 
     arg_constraints = {"rate": constraints.independent(constraints.nonnegative, 1)}
 
-    def __init__(self, rate, duration, capacity=None, validate_args=None):
+    def __init__(self, rate, duration, capacity=None, upper_bound=None, validate_args=None):
         rate = as_param(rate)
         if rate.dim() < 1:
             raise ValueError(f"rate must have shape (..., D), got {tuple(rate.shape)}")
         self.rate = rate
+        self.upper_bound = None
+        if upper_bound is not None:
+            self.upper_bound = as_param(upper_bound, rate).detach()
+            if bool((self.upper_bound < rate.detach().sum(-1)).any()):
+                raise ValueError("upper_bound must be at least the total rate rate.sum(-1)")
         if capacity is None:
             if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
                 raise ValueError("rate must be nonnegative and finite")
-            capacity = _poisson_capacity(float(rate.detach().sum(-1).max()) * float(duration))
+            total = rate.detach().sum(-1) if upper_bound is None else self.upper_bound
+            capacity = _poisson_capacity(float(total.max()) * float(duration))
         super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args)
 
     def _params_like(self):
@@ -53,6 +67,8 @@ class PoissonProcess(PointProcess):
         new = self._get_checked_instance(PoissonProcess, _instance)
         batch_shape = torch.Size(batch_shape)
         new.rate = self.rate.expand(batch_shape + (self.num_neurons,))
+        new.upper_bound = None if self.upper_bound is None else self.upper_bound.expand(
+            batch_shape)
         PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self.capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
@@ -87,3 +103,45 @@ class PoissonProcess(PointProcess):
             probs = torch.where(total.unsqueeze(-1) > 0, probs, torch.ones_like(probs))
             labels = torch.multinomial(probs, k, replacement=True)
             return self._compact(times, accepted, labels, shape)
+
+    # ------------------------------------------------------------------ relaxation
+    def thinning_bound(self):
+        """The candidate rate :math:`\\bar\\lambda` of relaxed thinning (``upper_bound``)."""
+        if self.upper_bound is None:
+            raise ValueError(
+                "a PoissonProcess needs upper_bound (>= the total rate) to be relaxed"
+            )
+        return self.upper_bound.expand(self.batch_shape)
+
+    def _mark_log_probs(self):
+        """:math:`\\log(\\lambda_d/\\bar\\lambda)` and :math:`\\log(1 - \\sum_d \\lambda_d/\\bar\\lambda)`."""
+        share = self.rate / self.thinning_bound().unsqueeze(-1)
+        return torch.cat([torch.log(share), torch.log1p(-share.sum(-1, keepdim=True))], -1)
+
+    def candidate_log_probs(self, value):
+        """Thinning log probabilities at every row of ``value`` (history plays no role)."""
+        log_probs = self._mark_log_probs().unsqueeze(-2)
+        return log_probs.expand(
+            torch.broadcast_shapes(log_probs.shape[:-2], value.shape[:-2])
+            + value.shape[-2:-1] + log_probs.shape[-1:]
+        )
+
+    def _stream(self, sample_shape):
+        shape = self._extended_shape(sample_shape)[:-2]
+        n = shape.numel()
+        bound = self.thinning_bound().expand(shape).reshape(n)
+        counts = torch.poisson(bound * self.duration)
+        self._check_capacity(counts)
+        k = max(int(counts.max()) if counts.numel() else 0, 1)
+        cand, valid = uniform_order_statistics(counts, k, self.duration, self.rate.detach())
+        return Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
+
+    def _relaxed_marks(self, stream, gumbel, temperature):
+        """Concrete marks of independent candidates: no history, so no loop."""
+        log_probs = self._mark_log_probs().expand(stream.shape + (self.num_neurons + 1,))
+        z = (log_probs.reshape(-1, 1, self.num_neurons + 1) + gumbel) / temperature
+        y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True))
+        return y[..., :-1] * stream.is_cand.unsqueeze(-1).to(y)
+
+    def _candidate_rows(self, stream, rows):
+        return rows

@@ -70,7 +70,8 @@ class RelaxedPointProcess(TorchDistribution):
     one-hot and the accepted candidates are an exact thinning sample of the wrapped process.
 
     :param process: a :class:`~pyro_spikes.distributions.SpikingPointProcess` (possibly a
-        subnetwork with context).
+        subnetwork with context; bound :math:`a |\\mathcal D|`), or a
+        :class:`~pyro_spikes.distributions.PoissonProcess` built with ``upper_bound``.
     :param float temperature: :math:`\\tau > 0`.
     """
 
@@ -78,11 +79,12 @@ class RelaxedPointProcess(TorchDistribution):
     has_rsample = True
 
     def __init__(self, process, temperature, validate_args=None):
-        if not hasattr(process, "_thinning_loop") or not hasattr(process, "candidate_log_probs"):
+        if not hasattr(process, "_stream") or not hasattr(process, "candidate_log_probs"):
             raise TypeError(
-                "process must expose a thinning bound (e.g. SpikingPointProcess); "
-                f"got {type(process).__name__}"
+                "process must expose a thinning bound (SpikingPointProcess, or PoissonProcess "
+                f"with upper_bound); got {type(process).__name__}"
             )
+        process.thinning_bound()  # raises if the process has no bound
         self.process = process
         self.temperature = torch.as_tensor(
             temperature, dtype=process._params_like().dtype, device=process._params_like().device
@@ -123,10 +125,13 @@ class RelaxedPointProcess(TorchDistribution):
                        dtype=stream.times.dtype, device=stream.times.device)
         tiny = torch.finfo(u.dtype).tiny
         gumbel = -torch.log(-torch.log(u.clamp(min=tiny, max=1 - 1e-7)))
-        marks = _RelaxedThinning.apply(
-            proc, stream, gumbel, float(self.temperature),
-            proc.bias, proc.weight, proc.time_constants, proc.context,
-        )
+        if hasattr(proc, "_relaxed_marks"):  # history-free marks (Poisson)
+            marks = proc._relaxed_marks(stream, gumbel, self.temperature)
+        else:
+            marks = _RelaxedThinning.apply(
+                proc, stream, gumbel, float(self.temperature),
+                proc.bias, proc.weight, proc.time_constants, proc.context,
+            )
         marks = proc._candidate_rows(stream, marks)
         rows = torch.cat([stream.cand.unsqueeze(-1), marks], -1)
         pad = rows.new_zeros(rows.shape[0], self.capacity - rows.shape[1], rows.shape[2])

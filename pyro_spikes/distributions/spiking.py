@@ -8,6 +8,7 @@ from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import (
     PointProcess,
+    Stream,
     as_param,
     uniform_order_statistics,
 )
@@ -16,15 +17,6 @@ from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.spikes import trim_padding, validate_events
 
 __all__ = ["SpikingPointProcess"]
-
-
-class _Stream:
-    """Rows of one thinning run (see :meth:`SpikingPointProcess._stream`)."""
-
-    def __init__(self, shape, cand, valid, times, is_cand):
-        self.shape, self.cand, self.valid = shape, cand, valid
-        self.times, self.is_cand = times, is_cand
-        self.from_cand = self.ctx_rows = self.ctx_index = None
 
 
 def _gauss_legendre(order, like):
@@ -317,7 +309,7 @@ class SpikingPointProcess(PointProcess):
         like = self.bias.detach()
         bound = (self.upper_bound.detach().expand(shape).reshape(n)) * self.num_neurons
         cand, valid = self._candidates(n, bound, like)
-        stream = _Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
+        stream = Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
         if self.context is not None:
             k = cand.shape[-1]
             ctx = self.context.detach().expand(shape + self.context.shape[-2:])
