@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pyro_spikes.nn.smooth_gate import SmoothGateSNN  # noqa: E402
-from pyro_spikes.spikes import unpack_spikes  # noqa: E402
+from pyro_spikes import plot as spike_plot  # noqa: E402
 
 STEPS = 56
 PULSE1, PULSE2, GO, WIDTH = 4, 16, 40, 3  # onsets and width, in steps (1 step = 25 ms)
@@ -102,7 +102,7 @@ def plot(net, losses, out_dir, generator):
     x, y, _, _ = make_trials(4, generator, jitter=0, signs=signs)
     with torch.no_grad():
         out, traj = net(x, DT, return_trajectories=True)
-    trains = unpack_spikes(traj.events())
+    events = traj.events()
     t = DT * torch.arange(1, STEPS + 1)
     fig, axes = plt.subplots(3, 4, figsize=(14, 8), sharex=True,
                              gridspec_kw=dict(height_ratios=[1, 3, 2]))
@@ -110,21 +110,17 @@ def plot(net, losses, out_dir, generator):
         axes[0, b].plot(t, x[b, :, 0], label="pulses")
         axes[0, b].plot(t, x[b, :, 1], label="go cue")
         axes[0, b].set_title(f"signs {int(signs[b, 0]):+d} {int(signs[b, 1]):+d}")
-        for i, times in enumerate(trains[b]):
-            axes[1, b].plot(times, [i] * len(times), "|k", ms=4)
-        axes[1, b].set_ylim(-1, net.hidden_size)
+        spike_plot.raster(events[b], ax=axes[1, b], colors="k", duration=float(t[-1]))
         axes[2, b].plot(t, out[b, :, 0], label="output")
         axes[2, b].plot(t, y[b, :, 0], "--", label="target")
         axes[2, b].set_xlabel("time (units of 25 ms)")
     axes[0, 0].legend(fontsize=7)
-    axes[1, 0].set_ylabel("neuron")
     axes[2, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_rasters.png"), dpi=90)
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.semilogy(losses)
+    spike_plot.loss_plot(losses, ax=ax, log_scale=True)
     ax.set_xlabel("Adam step")
-    ax.set_ylabel("loss")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_loss.png"), dpi=90)
 

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pyro_spikes.nn.smooth_gate import SmoothGateSNN  # noqa: E402
-from pyro_spikes.spikes import unpack_spikes  # noqa: E402
+from pyro_spikes import plot as spike_plot  # noqa: E402
 
 STEPS = 120
 DT = 1.0
@@ -99,7 +99,6 @@ def train(net, num_steps, batch, generator, lr=0.01, progress=True):
 def plot(net, losses, x, out_dir):
     with torch.no_grad():
         out, traj = net(x[:1], DT, return_trajectories=True)
-    trains = unpack_spikes(traj.events())[0]
     t = DT * torch.arange(1, STEPS + 1)
     fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True,
                              gridspec_kw=dict(height_ratios=[2, 2, 3]))
@@ -108,14 +107,12 @@ def plot(net, losses, x, out_dir):
         axes[d].plot(t, out[0, :, d], "C1", label="reconstruction")
         axes[d].set_ylabel(f"x_{d}")
     axes[0].legend(fontsize=8)
-    for i, times in enumerate(trains):
-        axes[2].plot(times, [i] * len(times), "|k", ms=4)
-    axes[2].set_ylabel("neuron")
+    spike_plot.raster(traj.events()[0], ax=axes[2], colors="k", duration=float(t[-1]))
     axes[2].set_xlabel("time (units of 5 ms)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "spike_coding.png"), dpi=90)
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.semilogy(losses)
+    spike_plot.loss_plot(losses, ax=ax, log_scale=True)
     ax.set_xlabel("Adam step")
     ax.set_ylabel("training MSE")
     fig.tight_layout()

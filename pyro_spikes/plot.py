@@ -109,9 +109,12 @@ def raster(events, ax=None, neuron_names=None, colors=None, neurons=None, durati
         y = len(neurons) - 1 - row
         ax.vlines(times[keep].numpy(), y - 0.4, y + 0.4, colors=rgba.numpy(),
                   linewidth=linewidth, label=None if neuron_names is None else neuron_names[row])
-    ax.set_yticks(range(len(neurons)))
-    labels = neuron_names if neuron_names is not None else [str(d) for d in neurons]
-    ax.set_yticklabels(list(reversed(list(labels))))
+    labels = list(neuron_names) if neuron_names is not None else [str(d) for d in neurons]
+    # label every row of a small raster; about ten evenly spaced rows of a large one
+    step = 1 if len(neurons) <= 20 else -(-len(neurons) // 10)
+    rows = list(range(0, len(neurons), step))[::-1]  # bottom to top
+    ax.set_yticks([len(neurons) - 1 - r for r in rows])
+    ax.set_yticklabels([labels[r] for r in rows])
     ax.set_ylim(-0.6, len(neurons) - 0.4)
     if duration is not None:
         t_max = float(duration)
