@@ -4,7 +4,7 @@ import torch
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param
+from pyro_spikes.distributions.point_process import PointProcess, as_param, sequential_threads
 from pyro_spikes.distributions.scan import exp_decay_scan
 
 __all__ = ["HawkesProcess"]
@@ -190,38 +190,38 @@ class HawkesProcess(PointProcess):
                 neg_beta = -self.decay.transpose(-1, -2).expand(shape + (d, d)).reshape(n, d, d)
                 state = mu.new_zeros(n, d, d)  # state[n, j, i]: excitation of i by j
             t = mu.new_zeros(n)
+            rows = torch.arange(n, device=mu.device)
             times, labels = [], []
             chunk = 16
-            while True:
-                exps = torch.empty(chunk, n, dtype=mu.dtype, device=mu.device).exponential_()
-                unifs = torch.rand(chunk, n, 1, dtype=mu.dtype, device=mu.device)
-                for e, u in zip(exps.unbind(0), unifs.unbind(0)):
-                    if uniform:
-                        bound = state[:, -1] + mu_sum
-                    else:
-                        total = state.sum(-2)  # (n, D): total excitation of each i
-                        bound = total.sum(-1) + mu_sum
-                    gap = e / bound
-                    t = t + gap
-                    if uniform:
-                        state.mul_(torch.exp(gap * neg_beta).unsqueeze(-1))
-                        cum = state + cmu
-                    else:
-                        state.mul_(torch.exp(gap.unsqueeze(-1).unsqueeze(-1) * neg_beta))
-                        cum = (state.sum(-2) + mu).cumsum_(-1)
-                    label = torch.searchsorted(cum, u * bound.unsqueeze(-1)).squeeze(-1)
-                    index = label if offset is None else label + offset
-                    if uniform:
-                        state.add_(table.index_select(0, index))
-                    else:
-                        state[torch.arange(n, device=mu.device), label.clamp(max=d - 1)] += (
-                            table.index_select(0, index)
-                        )
-                    times.append(t)
-                    labels.append(label)
-                if not bool((t <= self.duration).any()):  # NaN counts as finished
-                    break
-                chunk = min(2 * chunk, 256)
+            with sequential_threads(state.numel()):
+                while True:
+                    exps = torch.empty(chunk, n, dtype=mu.dtype, device=mu.device).exponential_()
+                    unifs = torch.rand(chunk, n, 1, dtype=mu.dtype, device=mu.device)
+                    for e, u in zip(exps.unbind(0), unifs.unbind(0)):
+                        if uniform:
+                            bound = state[:, -1] + mu_sum
+                        else:
+                            total = state.sum(-2)  # (n, D): total excitation of each i
+                            bound = total.sum(-1) + mu_sum
+                        gap = e / bound
+                        t = t + gap
+                        if uniform:
+                            state.mul_(torch.exp(gap * neg_beta).unsqueeze(-1))
+                            cum = state + cmu
+                        else:
+                            state.mul_(torch.exp(gap.unsqueeze(-1).unsqueeze(-1) * neg_beta))
+                            cum = (state.sum(-2) + mu).cumsum_(-1)
+                        label = torch.searchsorted(cum, u * bound.unsqueeze(-1)).squeeze(-1)
+                        index = label if offset is None else label + offset
+                        if uniform:
+                            state.add_(table.index_select(0, index))
+                        else:
+                            state[rows, label.clamp(max=d - 1)] += table.index_select(0, index)
+                        times.append(t)
+                        labels.append(label)
+                    if not bool((t <= self.duration).any()):  # NaN counts as finished
+                        break
+                    chunk = min(2 * chunk, 256)
             times = torch.stack(times, -1)
             labels = torch.stack(labels, -1)
             accepted = (labels < d) & (times <= self.duration)

@@ -2,6 +2,7 @@
 Base class of the multivariate temporal point processes in pyro_spikes.
 """
 
+import contextlib
 import math
 
 import torch
@@ -32,6 +33,32 @@ def uniform_order_statistics(counts, width, duration, like):
     times = torch.rand(valid.shape, dtype=like.dtype, device=like.device) * duration
     times = torch.where(valid, times, torch.full_like(times, duration)).sort(-1).values
     return times, valid
+
+
+# ATen's default grain size: elementwise ops on fewer elements gain nothing from intra-op threads
+_SMALL_STEP = 32768
+
+
+@contextlib.contextmanager
+def sequential_threads(step_numel):
+    """
+    Run a sequential sampling loop single-threaded when its per-step tensors are small.
+
+    A thinning loop issues thousands of operations on ``step_numel`` elements each. Below ATen's
+    grain size threads cannot speed them up, but some CPU kernels still open a parallel region,
+    which costs milliseconds per operation when the cores are shared with other processes. The
+    previous thread count is restored on exit. (This sets torch's process-wide intra-op thread
+    count, so it is skipped when the loop is large enough to use threads.)
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or step_numel > _SMALL_STEP:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class PointProcess(TorchDistribution):
