@@ -6,7 +6,12 @@ import torch.nn.functional as F
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param, uniform_order_statistics
+from pyro_spikes.distributions.point_process import (
+    PointProcess,
+    as_param,
+    sequential_threads,
+    uniform_order_statistics,
+)
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions.scan import exp_decay_scan
 
@@ -196,7 +201,29 @@ class SpikingPointProcess(PointProcess):
         rows = torch.arange(weight.shape[0], device=weight.device)
         return weight[rows, :, :, label]
 
+    @staticmethod
+    def _jump_table(weight, n):
+        """
+        :meth:`_weight_column` for every label at once, plus an all-zero entry for the rejection
+        label ``D``: shape ``(D + 1, L, D)`` for shared weights, else ``(N (D + 1), L, D)``
+        (entry ``k (D + 1) + label`` for sequence ``k``).
+        """
+        if weight.dim() == 3:
+            table = weight.permute(2, 0, 1)
+        else:
+            table = weight.permute(0, 3, 1, 2)  # (N, D, L, D)
+        table = torch.cat([table, table.new_zeros(table.shape[:-3] + (1,) + table.shape[-2:])], -3)
+        return table.reshape((-1,) + table.shape[-2:])
+
     def sample(self, sample_shape=torch.Size()):
+        """
+        Thinning over the candidates of :meth:`_candidates`. The decay factors of the basis
+        traces between consecutive candidates and the uniforms are computed for all candidates
+        before the loop; each step then decays the traces, draws the label by a ``searchsorted``
+        of the uniform in the cumulated intensity (label ``D`` = rejected) and adds the jump of
+        that label (zero for ``D``). Candidates past the count of their sequence sit at
+        :math:`T` after all real ones, so the loop ignores them and they are masked afterwards.
+        """
         shape = self._extended_shape(sample_shape)[:-2]
         d, l = self.num_neurons, self.num_basis
         with torch.no_grad():
@@ -204,20 +231,28 @@ class SpikingPointProcess(PointProcess):
             n = bias.shape[0]
             bound = a * d
             cand, valid = self._candidates(n, bound, bias)
+            k = cand.shape[-1]
+            table = self._jump_table(weight, n)
+            offset = None
+            if table.shape[0] != d + 1:
+                offset = torch.arange(n, device=bias.device) * (d + 1)
+            gaps = torch.diff(cand, dim=-1, prepend=cand.new_zeros(n, 1))  # (N, K)
+            # lambda_d / a = sigmoid(u_d) is compared with U * D (bound / a = D)
+            uniforms = torch.rand(k, n, 1, dtype=bias.dtype, device=bias.device) * d
             state = bias.new_zeros(n, l, d)
-            t_prev = bias.new_zeros(n)
-            labels = torch.empty(cand.shape, dtype=torch.long, device=bias.device)
-            uniforms = torch.rand(cand.shape, dtype=bias.dtype, device=bias.device)
-            uniforms = uniforms * bound.unsqueeze(-1)
-            for k in range(cand.shape[-1]):
-                t = cand[:, k]
-                state = state * torch.exp(-(t - t_prev).unsqueeze(-1) * rate).unsqueeze(-1)
-                lam = a.unsqueeze(-1) * torch.sigmoid(bias + state.sum(-2))
-                label = (lam.cumsum(-1) < uniforms[:, k : k + 1]).sum(-1)
-                acc = (label < d) & valid[:, k]
-                label = label.clamp(max=d - 1)
-                state = state + self._weight_column(weight, label) * acc.unsqueeze(-1).unsqueeze(-1)
-                labels[:, k] = torch.where(acc, label, -1)
-                t_prev = t
-            accepted = labels >= 0
-            return self._compact(cand, accepted, labels.clamp(min=0), shape)
+            labels = []
+            with sequential_threads(state.numel()):
+                for start in range(0, k, 256):
+                    stop = min(start + 256, k)
+                    decay = torch.exp(-gaps[:, start:stop].t().unsqueeze(-1) * rate)  # (k, N, L)
+                    for dec, u in zip(decay.unsqueeze(-1).unbind(0), uniforms[start:stop].unbind(0)):
+                        state.mul_(dec)
+                        potential = state.sum(-2) if l > 1 else state[:, 0]
+                        cum = torch.sigmoid(potential + bias).cumsum_(-1)
+                        label = torch.searchsorted(cum, u).squeeze(-1)
+                        index = label if offset is None else label + offset
+                        state.add_(table.index_select(0, index))
+                        labels.append(label)
+            labels = torch.stack(labels, -1)
+            accepted = (labels < d) & valid
+            return self._compact(cand, accepted, labels.clamp(max=d - 1), shape)
