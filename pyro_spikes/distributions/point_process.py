@@ -189,7 +189,23 @@ class PointProcess(TorchDistribution):
         num_events = events.shape[-2]
         return times, marks, inverse[..., n_query:n_query + num_events], inverse[..., :n_query]
 
+    def _trim_padding(self, value):
+        """
+        Drop the trailing rows that are padding (time exactly :math:`T`, zero mark) in every
+        batch element: they add nothing to the likelihood (zero mark, zero-length interval) but
+        cost as much as events in the scan and the quadrature, and the default capacities are
+        far above typical counts. Values that require grad are kept whole, so that gradients
+        with respect to padding rows are unchanged.
+        """
+        if value.requires_grad or value.shape[-2] <= 1 or torch.jit.is_tracing():
+            return value
+        used = (value[..., 0] != self.duration) | (value[..., 1:] != 0).any(-1)
+        used = used.reshape(-1, used.shape[-1]).any(0).nonzero()
+        keep = int(used[-1]) + 1 if used.numel() else 1
+        return value[..., :keep, :] if keep < value.shape[-2] else value
+
     def _terms(self, value):
+        value = self._trim_padding(value)
         times, marks, _, _ = self._rows(value)
         log_rate, integral = self._row_terms(times, marks)
         # a zero rate (log -inf) only matters where a mark sits; elsewhere 0 * -inf is 0
