@@ -168,9 +168,10 @@ class SpikingPointProcess(PointProcess):
         nodes, weights = _gauss_legendre(self.quadrature_order, dt)
         tau = self.time_constants.unsqueeze(-1).unsqueeze(-1)  # batch + (L, 1, 1)
         decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes) / tau)  # (..., L, R-1, Q)
-        u = bias.unsqueeze(-2) + torch.einsum("...lrd,...lrq->...rqd", start, decay)
-        rate = a.unsqueeze(-1) * torch.sigmoid(u)  # (..., R-1, Q, D)
-        integral = torch.einsum("...rqd,q->...rd", rate, weights) * dt.unsqueeze(-1)
+        # one batched (Q, L) @ (L, D) product per interval: u_{r,q,d} of shape (..., R-1, Q, D)
+        u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2)
+        rate = torch.sigmoid(u)  # lambda / a
+        integral = torch.matmul(weights, rate) * (a * dt.unsqueeze(-1))
         return log_rate, integral
 
     # ------------------------------------------------------------------ sampling
