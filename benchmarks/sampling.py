@@ -56,6 +56,7 @@ def machine_info(threads):
         "torch": torch.__version__,
         "numpy": np.__version__,
         "tick": tick.__version__ if tick is not None else "missing",
+        "load_average_at_start": round(os.getloadavg()[0], 1),
     }
 
 
@@ -251,6 +252,7 @@ def main(args):
         bench_hawkes(args, rows, checks)
     if not args.skip_spiking:
         bench_spiking(args, rows)
+    info["load_average_at_end"] = round(os.getloadavg()[0], 1)
     table = markdown(info, rows, checks)
     print("\n" + table)
     if args.out:
