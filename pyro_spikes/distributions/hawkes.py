@@ -181,48 +181,53 @@ class HawkesProcess(PointProcess):
             if table.shape[0] != d + 1:
                 offset = torch.arange(n, device=mu.device) * (d + 1)
             cmu = mu.cumsum(-1)
-            mu_sum = cmu[:, -1]
+            mu_sum = cmu[:, -1:]  # (N, 1): sequences along dim 0, (N, 1) scalars throughout
             if uniform:
-                neg_beta = -self.decay[..., 0, 0].expand(shape).reshape(n)
+                neg_beta = -self.decay[..., 0, 0].expand(shape).reshape(n, 1)
                 table = table.reshape(-1, d + 1, d).cumsum(-1).reshape(-1, d)
                 state = mu.new_zeros(n, d)  # cumulated over the receiving neuron
             else:
                 neg_beta = -self.decay.transpose(-1, -2).expand(shape + (d, d)).reshape(n, d, d)
                 state = mu.new_zeros(n, d, d)  # state[n, j, i]: excitation of i by j
-            t = mu.new_zeros(n)
+            t = mu.new_zeros(n, 1)
             rows = torch.arange(n, device=mu.device)
             times, labels = [], []
             chunk = 16
             with sequential_threads(state.numel()):
                 while True:
-                    exps = torch.empty(chunk, n, dtype=mu.dtype, device=mu.device).exponential_()
+                    exps = torch.empty(chunk, n, 1, dtype=mu.dtype, device=mu.device)
                     unifs = torch.rand(chunk, n, 1, dtype=mu.dtype, device=mu.device)
-                    for e, u in zip(exps.unbind(0), unifs.unbind(0)):
+                    gaps = []
+                    for e, u in zip(exps.exponential_().unbind(0), unifs.unbind(0)):
                         if uniform:
-                            bound = state[:, -1] + mu_sum
+                            bound = state[:, -1:] + mu_sum
                         else:
                             total = state.sum(-2)  # (n, D): total excitation of each i
-                            bound = total.sum(-1) + mu_sum
+                            bound = total.sum(-1, keepdim=True) + mu_sum
                         gap = e / bound
-                        t = t + gap
                         if uniform:
-                            state.mul_(torch.exp(gap * neg_beta).unsqueeze(-1))
+                            state.mul_(torch.exp(gap * neg_beta))
                             cum = state + cmu
                         else:
-                            state.mul_(torch.exp(gap.unsqueeze(-1).unsqueeze(-1) * neg_beta))
+                            state.mul_(torch.exp(gap.unsqueeze(-1) * neg_beta))
                             cum = (state.sum(-2) + mu).cumsum_(-1)
-                        label = torch.searchsorted(cum, u * bound.unsqueeze(-1)).squeeze(-1)
+                        label = torch.searchsorted(cum, u * bound).view(-1)
                         index = label if offset is None else label + offset
                         if uniform:
                             state.add_(table.index_select(0, index))
                         else:
                             state[rows, label.clamp(max=d - 1)] += table.index_select(0, index)
-                        times.append(t)
+                        gaps.append(gap)
                         labels.append(label)
+                    # candidate times of the chunk: running sums of the gaps
+                    gaps[0] = gaps[0] + t
+                    chunk_times = torch.cat(gaps, -1).cumsum_(-1)
+                    times.append(chunk_times)
+                    t = chunk_times[:, -1:]
                     if not bool((t <= self.duration).any()):  # NaN counts as finished
                         break
-                    chunk = min(2 * chunk, 256)
-            times = torch.stack(times, -1)
+                    chunk = min(2 * chunk, 64)
+            times = torch.cat(times, -1)
             labels = torch.stack(labels, -1)
             accepted = (labels < d) & (times <= self.duration)
             return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
