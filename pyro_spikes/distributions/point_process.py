@@ -268,14 +268,21 @@ class PointProcess(TorchDistribution):
         :param labels: neuron index ``(N, K)``; :param sample_batch: output batch shape.
         """
         n, k = cand_times.shape
-        counts = accepted.sum(-1)
-        self._check_capacity(counts)
-        pos = (accepted.long().cumsum(-1) - 1)[accepted]
-        rows = torch.arange(n, device=cand_times.device).unsqueeze(-1).expand(n, k)[accepted]
-        out = cand_times.new_zeros(n, self.capacity, 1 + self.num_neurons)
+        width = 1 + self.num_neurons
+        pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
+        self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
+        # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one
+        # spare row past the end, which is dropped
+        spare = n * self.capacity * width
+        flat = (pos - 1) * width + (
+            torch.arange(n, device=cand_times.device) * (self.capacity * width)
+        ).unsqueeze(-1)
+        flat = torch.where(accepted, flat, torch.full_like(flat, spare)).reshape(-1)
+        buf = cand_times.new_zeros(spare + width)
+        out = buf[:spare].view(n, self.capacity, width)
         out[..., 0] = self.duration
-        out[rows, pos, 0] = cand_times[accepted]
-        out[rows, pos, 1 + labels[accepted]] = 1.0
+        buf.scatter_(0, flat, cand_times.reshape(-1))
+        buf.scatter_(0, flat + 1 + labels.reshape(-1), 1.0)
         return out.reshape(sample_batch + self.event_shape)
 
     def __repr__(self):
