@@ -245,8 +245,9 @@ class SpikingPointProcess(PointProcess):
             with sequential_threads(state.numel()):
                 for start in range(0, k, 256):
                     stop = min(start + 256, k)
-                    decay = torch.exp(-gaps[:, start:stop].t().unsqueeze(-1) * rate)  # (k, N, L)
-                    for dec, u in zip(decay.unsqueeze(-1).unbind(0), uniforms[start:stop].unbind(0)):
+                    # decay factors of this chunk of candidates, (chunk, N, L, 1)
+                    decay = torch.exp(-gaps[:, start:stop].t().unsqueeze(-1) * rate).unsqueeze(-1)
+                    for dec, u in zip(decay.unbind(0), uniforms[start:stop].unbind(0)):
                         state.mul_(dec)
                         potential = state.sum(-2) if l > 1 else state[:, 0]
                         cum = torch.sigmoid(potential + bias).cumsum_(-1)
