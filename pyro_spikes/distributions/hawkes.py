@@ -227,7 +227,8 @@ class HawkesProcess(PointProcess):
                     if not bool((t <= self.duration).any()):  # NaN counts as finished
                         break
                     chunk = min(2 * chunk, 64)
-            times = torch.cat(times, -1)
-            labels = torch.stack(labels, -1)
-            accepted = (labels < d) & (times <= self.duration)
-            return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
+                # the O(N K) post-processing is a few passes: not worth threads either
+                times = torch.cat(times, -1)
+                labels = torch.stack(labels, -1)
+                accepted = (labels < d) & (times <= self.duration)
+                return self._compact(times, accepted, labels.clamp(max=d - 1), shape)

@@ -255,6 +255,7 @@ class SpikingPointProcess(PointProcess):
                         index = label if offset is None else label + offset
                         state.add_(table.index_select(0, index))
                         labels.append(label)
-            labels = torch.stack(labels, -1)
-            accepted = (labels < d) & valid
-            return self._compact(cand, accepted, labels.clamp(max=d - 1), shape)
+                # the O(N K) post-processing is a few passes: not worth threads either
+                labels = torch.stack(labels, -1)
+                accepted = (labels < d) & valid
+                return self._compact(cand, accepted, labels.clamp(max=d - 1), shape)
