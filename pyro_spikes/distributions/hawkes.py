@@ -4,7 +4,7 @@ import torch
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param
+from pyro_spikes.distributions.point_process import PointProcess, as_param, sequential_threads
 from pyro_spikes.distributions.scan import exp_decay_scan
 
 __all__ = ["HawkesProcess"]
@@ -146,40 +146,94 @@ class HawkesProcess(PointProcess):
         log_rate = torch.log(mu + excite)
         return log_rate, integral
 
+    def _jump_table(self, shape, n):
+        """
+        Jumps of the (cumulated) state per label, with an all-zero row for the rejection label
+        ``D``: shape ``(D + 1, D)`` when the parameters are shared by the whole batch, else
+        ``(N * (D + 1), D)`` (row ``k (D + 1) + label`` for sequence ``k``).
+        """
+        d = self.num_neurons
+        jump = (self.adjacency * self.decay).transpose(-1, -2)  # [..., j, i]: jump of i by j
+        if jump.shape[:-2].numel() != 1:
+            jump = jump.expand(shape + (d, d)).reshape(n, d, d)
+        table = torch.cat([jump, jump.new_zeros(jump.shape[:-2] + (1, d))], -2)
+        return table.reshape(-1, d)
+
     def sample(self, sample_shape=torch.Size()):
+        """
+        Ogata's thinning, all sequences advancing together one candidate per iteration. The
+        per-candidate exponential and uniform variates are drawn in chunks, and termination
+        (every time past :math:`T`) is checked once per chunk; a sequence keeps simulating
+        past :math:`T` until then, but its candidates there are discarded. With a uniform decay
+        the state is kept projected and cumulated over the receiving neuron,
+        :math:`c_{n,i} = \\sum_{i' \\le i} \\sum_j h_{n,i',j}`, an ``(N, D)`` tensor that decays
+        by one scalar per sequence; the label is then one ``searchsorted`` of the uniform in the
+        cumulated intensity.
+        """
         shape = self._extended_shape(sample_shape)[:-2]
         d = self.num_neurons
         with torch.no_grad():
             mu = self.baseline.expand(shape + (d,)).reshape(-1, d)
             n = mu.shape[0]
-            jump = (self.adjacency * self.decay).expand(shape + (d, d)).reshape(n, d, d)
-            beta = self.decay.expand(shape + (d, d)).reshape(n, d, d)
-            state = mu.new_zeros(n, d, d)  # state[i, j]: excitation of i by the past of j
-            t = mu.new_zeros(n)
-            active = torch.ones(n, dtype=torch.bool, device=mu.device)
+            uniform = self._uniform_decay()
+            table = self._jump_table(shape, n)
+            offset = None
+            if table.shape[0] != d + 1:
+                offset = torch.arange(n, device=mu.device) * (d + 1)
+            cmu = mu.cumsum(-1)
+            mu_sum = cmu[:, -1:]  # (N, 1): sequences along dim 0, (N, 1) scalars throughout
+            if uniform:
+                neg_beta = -self.decay[..., 0, 0].expand(shape).reshape(n, 1)
+                table = table.reshape(-1, d + 1, d).cumsum(-1).reshape(-1, d)
+                state = mu.new_zeros(n, d)  # cumulated over the receiving neuron
+            else:
+                neg_beta = -self.decay.transpose(-1, -2).expand(shape + (d, d)).reshape(n, d, d)
+                state = mu.new_zeros(n, d, d)  # state[n, j, i]: excitation of i by j
+            t = mu.new_zeros(n, 1)
             rows = torch.arange(n, device=mu.device)
-            times, labels, accepted = [], [], []
+            times, labels = [], []
             counts = torch.zeros(n, dtype=torch.long, device=mu.device)
-            while bool(active.any()):
-                bound = mu.sum(-1) + state.sum((-1, -2))
-                gap = torch.empty_like(t).exponential_() / bound
-                t = t + gap
-                state = state * torch.exp(-beta * gap[:, None, None])
-                lam = mu + state.sum(-1)
-                u = torch.rand_like(t) * bound
-                label = (lam.cumsum(-1) < u.unsqueeze(-1)).sum(-1)
-                active = active & (t <= self.duration)
-                acc = active & (label < d)
-                label = label.clamp(max=d - 1)
-                state[rows, :, label] += jump[rows, :, label] * acc.unsqueeze(-1)
-                times.append(t)
-                labels.append(label)
-                accepted.append(acc)
-                # stop as soon as a realisation overflows (an explosive process never ends)
-                counts = counts + acc.long()
-                self._check_capacity(counts)
-            if not times:
-                times, labels, accepted = [t], [t.long()], [active]
-            return self._compact(
-                torch.stack(times, -1), torch.stack(accepted, -1), torch.stack(labels, -1), shape
-            )
+            chunk = 16
+            with sequential_threads(state.numel()):
+                while True:
+                    exps = torch.empty(chunk, n, 1, dtype=mu.dtype, device=mu.device)
+                    unifs = torch.rand(chunk, n, 1, dtype=mu.dtype, device=mu.device)
+                    gaps = []
+                    for e, u in zip(exps.exponential_().unbind(0), unifs.unbind(0)):
+                        if uniform:
+                            bound = state[:, -1:] + mu_sum
+                        else:
+                            total = state.sum(-2)  # (n, D): total excitation of each i
+                            bound = total.sum(-1, keepdim=True) + mu_sum
+                        gap = e / bound
+                        if uniform:
+                            state.mul_(torch.exp(gap * neg_beta))
+                            cum = state + cmu
+                        else:
+                            state.mul_(torch.exp(gap.unsqueeze(-1) * neg_beta))
+                            cum = (state.sum(-2) + mu).cumsum_(-1)
+                        label = torch.searchsorted(cum, u * bound).view(-1)
+                        index = label if offset is None else label + offset
+                        if uniform:
+                            state.add_(table.index_select(0, index))
+                        else:
+                            state[rows, label.clamp(max=d - 1)] += table.index_select(0, index)
+                        gaps.append(gap)
+                        labels.append(label)
+                    # candidate times of the chunk: running sums of the gaps
+                    gaps[0] = gaps[0] + t
+                    chunk_times = torch.cat(gaps, -1).cumsum_(-1)
+                    times.append(chunk_times)
+                    t = chunk_times[:, -1:]
+                    # stop as soon as a realisation overflows (an explosive process never ends)
+                    chunk_labels = torch.stack(labels[-len(gaps):], -1)
+                    counts += ((chunk_labels < d) & (chunk_times <= self.duration)).sum(-1)
+                    self._check_capacity(counts)
+                    if not bool((t <= self.duration).any()):  # NaN counts as finished
+                        break
+                    chunk = min(2 * chunk, 64)
+                # the O(N K) post-processing is a few passes: not worth threads either
+                times = torch.cat(times, -1)
+                labels = torch.stack(labels, -1)
+                accepted = (labels < d) & (times <= self.duration)
+                return self._compact(times, accepted, labels.clamp(max=d - 1), shape)

@@ -2,6 +2,7 @@
 Base class of the multivariate temporal point processes in pyro_spikes.
 """
 
+import contextlib
 import math
 
 import torch
@@ -41,6 +42,32 @@ class Stream:
         self.shape, self.cand, self.valid = shape, cand, valid
         self.times, self.is_cand = times, is_cand
         self.from_cand = self.ctx_rows = self.ctx_index = None
+
+
+# ATen's default grain size: elementwise ops on fewer elements gain nothing from intra-op threads
+_SMALL_STEP = 32768
+
+
+@contextlib.contextmanager
+def sequential_threads(step_numel):
+    """
+    Run a sequential sampling loop single-threaded when its per-step tensors are small.
+
+    A thinning loop issues thousands of operations on ``step_numel`` elements each. Below ATen's
+    grain size threads cannot speed them up, but some CPU kernels still open a parallel region,
+    which costs milliseconds per operation when the cores are shared with other processes. The
+    previous thread count is restored on exit. (This sets torch's process-wide intra-op thread
+    count, so it is skipped when the loop is large enough to use threads.)
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or step_numel > _SMALL_STEP:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class PointProcess(TorchDistribution):
@@ -192,8 +219,12 @@ class PointProcess(TorchDistribution):
         return times, marks, inverse[..., n_query:n_query + num_events], inverse[..., :n_query]
 
     def _terms(self, value):
-        # trailing padding rows add nothing to the likelihood: skip their work
-        times, marks, _, _ = self._rows(trim_padding(value, self.duration))
+        # Trailing padding rows (time T, zero mark) add nothing to the likelihood but cost as
+        # much as events; drop them unless the value requires grad (the derivative of the
+        # linear extension in a padding row's mark is log lambda(T), kept in that case).
+        if not value.requires_grad:
+            value = trim_padding(value, self.duration)
+        times, marks, _, _ = self._rows(value)
         log_rate, integral = self._row_terms(times, marks)
         # a zero rate (log -inf) only matters where a mark sits; elsewhere 0 * -inf is 0
         keep = (marks > 0) | torch.isfinite(log_rate)
@@ -255,14 +286,21 @@ class PointProcess(TorchDistribution):
         :param labels: neuron index ``(N, K)``; :param sample_batch: output batch shape.
         """
         n, k = cand_times.shape
-        counts = accepted.sum(-1)
-        self._check_capacity(counts)
-        pos = (accepted.long().cumsum(-1) - 1)[accepted]
-        rows = torch.arange(n, device=cand_times.device).unsqueeze(-1).expand(n, k)[accepted]
-        out = cand_times.new_zeros(n, self.capacity, 1 + self.num_neurons)
+        width = 1 + self.num_neurons
+        pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
+        self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
+        # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one
+        # spare row past the end, which is dropped
+        spare = n * self.capacity * width
+        flat = (pos - 1) * width + (
+            torch.arange(n, device=cand_times.device) * (self.capacity * width)
+        ).unsqueeze(-1)
+        flat = torch.where(accepted, flat, torch.full_like(flat, spare)).reshape(-1)
+        buf = cand_times.new_zeros(spare + width)
+        out = buf[:spare].view(n, self.capacity, width)
         out[..., 0] = self.duration
-        out[rows, pos, 0] = cand_times[accepted]
-        out[rows, pos, 1 + labels[accepted]] = 1.0
+        buf.scatter_(0, flat, cand_times.reshape(-1))
+        buf.scatter_(0, flat + 1 + labels.reshape(-1), 1.0)
         return out.reshape(sample_batch + self.event_shape)
 
     def __repr__(self):

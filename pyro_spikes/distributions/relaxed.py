@@ -6,6 +6,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.distributions.point_process import sequential_threads
 from pyro_spikes.spikes import trim_padding, validate_events
 
 __all__ = ["RelaxedPointProcess", "concrete_log_density"]
@@ -247,15 +248,16 @@ class _RelaxedThinning(torch.autograd.Function):
         y_spike = probs[..., :num] * cand_mask
         p_coef = y_spike * (1 - sig) / tau
         q_coef = p_coef - probs[..., num:] * cand_mask * sig * share / tau
-        for r in reversed(range(num_rows)):
-            if batched:
-                g = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)[:, :num]
-            else:
-                g = flat.mm(weight_t)[:, :num]
-            g = g.add_(grad_marks[:, r])
-            dot = (y_spike[:, r] * g).sum(-1, keepdim=True)
-            torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r, :num])
-            adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
+        with sequential_threads(adj.numel()):
+            for r in reversed(range(num_rows)):
+                if batched:
+                    g = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)[:, :num]
+                else:
+                    g = flat.mm(weight_t)[:, :num]
+                g = g.add_(grad_marks[:, r])
+                dot = (y_spike[:, r] * g).sum(-1, keepdim=True)
+                torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r, :num])
+                adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
         inputs = [bias, weight, time_constants] + ([context] if context is not None else [])
         leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
         wanted = [leaf for leaf in leaves if leaf.requires_grad]

@@ -10,6 +10,7 @@ from pyro_spikes.distributions.point_process import (
     PointProcess,
     Stream,
     as_param,
+    sequential_threads,
     uniform_order_statistics,
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
@@ -257,9 +258,10 @@ class SpikingPointProcess(PointProcess):
         nodes, weights = _gauss_legendre(self.quadrature_order, dt)
         tau = self.time_constants.unsqueeze(-1).unsqueeze(-1)  # batch + (L, 1, 1)
         decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes) / tau)  # (..., L, R-1, Q)
-        u = bias.unsqueeze(-2) + torch.einsum("...lrd,...lrq->...rqd", start, decay)
-        rate = a.unsqueeze(-1) * torch.sigmoid(u)  # (..., R-1, Q, D)
-        integral = torch.einsum("...rqd,q->...rd", rate, weights) * dt.unsqueeze(-1)
+        # one batched (Q, L) @ (L, D) product per interval: u_{r,q,d} of shape (..., R-1, Q, D)
+        u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2)
+        rate = torch.sigmoid(u)  # lambda / a
+        integral = torch.matmul(weights, rate) * (a * dt.unsqueeze(-1))
         return log_rate, integral
 
     # ------------------------------------------------------------------ sampling
@@ -282,21 +284,6 @@ class SpikingPointProcess(PointProcess):
         self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
         return uniform_order_statistics(counts, k, self.duration, like)
-
-    @staticmethod
-    def _weight_column(weight, label):
-        """:math:`W_{:, :, d}` for a label per sequence: shape ``(N, L, D)``."""
-        if weight.dim() == 3:
-            return weight[:, :, label].permute(2, 0, 1)
-        rows = torch.arange(weight.shape[0], device=weight.device)
-        return weight[rows, :, :, label]
-
-    @staticmethod
-    def _weight_times(weight, marks):
-        """:math:`W_l m` for a mark vector per sequence ``(N, D)``: shape ``(N, L, D)``."""
-        if weight.dim() == 3:
-            return torch.einsum("ldk,nk->nld", weight, marks)
-        return torch.einsum("nldk,nk->nld", weight, marks)
 
     def _stream(self, sample_shape):
         """
@@ -400,15 +387,16 @@ class SpikingPointProcess(PointProcess):
             state = bias.new_zeros(n, l, d)
             flat = state.view(n, l * d)
             batched = weight.dim() == 3
-            for r in range(num_rows):
-                state.mul_(decay[:, r])
-                u = torch.add(bias, state.sum(1), out=potentials[:, r])
-                mark = decide(r, u[:, :dsub])
-                torch.mul(mark, cand_mask[:, r], out=rows[:, r, :dsub])
-                if batched:
-                    flat.unsqueeze(1).baddbmm_(rows[:, r].unsqueeze(1), weight)
-                else:
-                    flat.addmm_(rows[:, r], weight)
+            with sequential_threads(state.numel()):
+                for r in range(num_rows):
+                    state.mul_(decay[:, r])
+                    u = torch.add(bias, state.sum(1), out=potentials[:, r])
+                    mark = decide(r, u[:, :dsub])
+                    torch.mul(mark, cand_mask[:, r], out=rows[:, r, :dsub])
+                    if batched:
+                        flat.unsqueeze(1).baddbmm_(rows[:, r].unsqueeze(1), weight)
+                    else:
+                        flat.addmm_(rows[:, r], weight)
         return potentials, rows[..., :dsub]
 
     def _candidate_rows(self, stream, rows):
@@ -436,28 +424,58 @@ class SpikingPointProcess(PointProcess):
             accepted = marks.sum(-1) > 0
             return self._compact(stream.cand, accepted, marks.argmax(-1), stream.shape)
 
+    @staticmethod
+    def _jump_table(weight, n):
+        """
+        The jumps :math:`W_{:, :, d}` of the basis traces for every label :math:`d`, plus an
+        all-zero entry for the rejection label ``D``: shape ``(D + 1, L, D)`` for shared weights, else ``(N (D + 1), L, D)``
+        (entry ``k (D + 1) + label`` for sequence ``k``).
+        """
+        if weight.dim() == 3:
+            table = weight.permute(2, 0, 1)
+        else:
+            table = weight.permute(0, 3, 1, 2)  # (N, D, L, D)
+        table = torch.cat([table, table.new_zeros(table.shape[:-3] + (1,) + table.shape[-2:])], -3)
+        return table.reshape((-1,) + table.shape[-2:])
+
     def _sample_fast(self, sample_shape):
-        """Exact thinning of the whole network: O(L D) column updates, no mark vectors."""
+        """
+        Exact thinning of the whole network. The decay factors of the basis traces between
+        consecutive candidates and the uniforms are computed for all candidates before the
+        loop; each step then decays the traces, draws the label by a ``searchsorted`` of the
+        uniform in the cumulated intensity (label ``D`` = rejected) and adds the jump of that
+        label (zero for ``D``): O(L D) per candidate. Candidates past the count of their
+        sequence sit at :math:`T` after all real ones, and are masked afterwards.
+        """
         shape = self._extended_shape(sample_shape)[:-2]
         d, l = self.num_neurons, self.num_basis
         bias, weight, rate, a = self._flat_params(shape)
         n = bias.shape[0]
-        bound = a * d
-        cand, valid = self._candidates(n, bound, bias)
+        cand, valid = self._candidates(n, a * d, bias)
+        k = cand.shape[-1]
+        table = self._jump_table(weight, n)
+        offset = None
+        if table.shape[0] != d + 1:
+            offset = torch.arange(n, device=bias.device) * (d + 1)
+        gaps = torch.diff(cand, dim=-1, prepend=cand.new_zeros(n, 1))  # (N, K)
+        # lambda_d / a = sigmoid(u_d) is compared with U * D (bound / a = D)
+        uniforms = torch.rand(k, n, 1, dtype=bias.dtype, device=bias.device) * d
         state = bias.new_zeros(n, l, d)
-        t_prev = bias.new_zeros(n)
-        labels = torch.empty(cand.shape, dtype=torch.long, device=bias.device)
-        uniforms = torch.rand(cand.shape, dtype=bias.dtype, device=bias.device)
-        uniforms = uniforms * bound.unsqueeze(-1)
-        for k in range(cand.shape[-1]):
-            t = cand[:, k]
-            state = state * torch.exp(-(t - t_prev).unsqueeze(-1) * rate).unsqueeze(-1)
-            lam = a.unsqueeze(-1) * torch.sigmoid(bias + state.sum(-2))
-            label = (lam.cumsum(-1) < uniforms[:, k : k + 1]).sum(-1)
-            acc = (label < d) & valid[:, k]
-            label = label.clamp(max=d - 1)
-            state = state + self._weight_column(weight, label) * acc.unsqueeze(-1).unsqueeze(-1)
-            labels[:, k] = torch.where(acc, label, -1)
-            t_prev = t
-        accepted = labels >= 0
-        return self._compact(cand, accepted, labels.clamp(min=0), shape)
+        labels = []
+        with sequential_threads(state.numel()):
+            for start in range(0, k, 256):
+                stop = min(start + 256, k)
+                # decay factors of this chunk of candidates, (chunk, N, L, 1)
+                decay = torch.exp(-gaps[:, start:stop].t().unsqueeze(-1) * rate).unsqueeze(-1)
+                for dec, u in zip(decay.unbind(0), uniforms[start:stop].unbind(0)):
+                    state.mul_(dec)
+                    potential = state.sum(-2) if l > 1 else state[:, 0]
+                    cum = torch.sigmoid(potential + bias).cumsum_(-1)
+                    label = torch.searchsorted(cum, u).squeeze(-1)
+                    index = label if offset is None else label + offset
+                    state.add_(table.index_select(0, index))
+                    labels.append(label)
+            # the O(N K) post-processing is a few passes: not worth threads either
+            labels = torch.stack(labels, -1)
+            accepted = (labels < d) & valid
+            return self._compact(cand, accepted, labels.clamp(max=d - 1), shape)

@@ -1,0 +1,31 @@
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_sampling_benchmark_smoke(tmp_path):
+    # runs with or without tick installed; without it only our figures are reported
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "sampling.py"), "--quick",
+         "--repeats", "1", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["machine"]["cores"] >= 1
+    hawkes = [r for r in result["rows"] if r["process"] == "Hawkes"]
+    spiking = [r for r in result["rows"] if r["process"] == "Spiking"]
+    assert [r["batch"] for r in hawkes] == [1, 64]
+    assert [r["D"] for r in spiking] == [6, 64, 256]
+    assert all(r["ours_events_per_s"] > 0 and r["events_per_seq"] > 100 for r in hawkes)
+    assert all(r["log_prob_evals_per_s"] > 0 for r in spiking)
+    assert "| batch |" in result["markdown"]
+    if result["machine"]["tick"] == "missing":
+        assert "tick is missing" in proc.stdout
+    else:
+        assert result["checks"] and "ratio_ours_over_tick" in hawkes[0]
