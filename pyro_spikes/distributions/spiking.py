@@ -72,6 +72,15 @@ class SpikingPointProcess(PointProcess):
         probability below ~1e-9, so exact samples never overflow.
     :param int quadrature_order: Gauss–Legendre nodes per piece.
     :param float max_step: longest piece of the compensator quadrature.
+    :param neurons: indices of the network neurons this distribution models (default: all).
+        The value's marks are those neurons' marks, ``event_shape = (capacity, 1 + |D|)``, and
+        the thinning bound is :math:`a |\\mathcal D|`.
+    :param torch.Tensor context: with ``neurons`` a strict subset, the spikes of the other
+        neurons (in increasing index order) in the ``events`` layout,
+        ``batch + (C, 1 + D - |D|)``: exogenous input that drives the modelled neurons through
+        ``weight`` but is not modelled (soft marks allowed). ``log_prob`` is then the partial
+        likelihood of the modelled neurons given the whole history, so the likelihood of a
+        network splits into ``log_prob`` of neuron groups, each with the others as context.
     """
 
     arg_constraints = {
@@ -107,7 +116,6 @@ class SpikingPointProcess(PointProcess):
             if neurons.numel() == num_network:
                 raise ValueError("context needs neurons: a strict subset of the network")
             context = as_param(context, bias).to(dtype=bias.dtype, device=bias.device)
-            context = trim_padding(context, duration)
             validate = validate_args
             if validate is None:
                 validate = torch.distributions.Distribution._validate_args
@@ -118,6 +126,7 @@ class SpikingPointProcess(PointProcess):
                     f"context must have shape (..., capacity, {1 + others.numel()}), "
                     f"got {tuple(context.shape)}"
                 )
+            context = trim_padding(context, duration)  # trailing padding drives nothing
         try:
             batch_shape = broadcast_shape(
                 bias.shape[:-1], weight.shape[:-3], time_constants.shape[:-1], upper_bound.shape,
@@ -138,6 +147,9 @@ class SpikingPointProcess(PointProcess):
         self.num_basis = num_basis
         self.num_network = num_network
         self.neurons, self.others, self.context = neurons, others, context
+        self._whole_network = context is None and bool(
+            (neurons == torch.arange(num_network, device=neurons.device)).all()
+        )
         self.quadrature_order = int(quadrature_order)
         self.max_step = None if max_step is None else float(max_step)
         if capacity is None:
@@ -165,12 +177,6 @@ class SpikingPointProcess(PointProcess):
 
     def _params_like(self):
         return self.bias
-
-    @property
-    def _whole_network(self):
-        return self.context is None and bool(
-            (self.neurons == torch.arange(self.num_network, device=self.neurons.device)).all()
-        )
 
     def _embed(self, marks):
         if self._whole_network:
@@ -204,6 +210,7 @@ class SpikingPointProcess(PointProcess):
         new.num_basis = l
         new.num_network = self.num_network
         new.neurons, new.others = self.neurons, self.others
+        new._whole_network = self._whole_network
         new.context = (
             None if self.context is None
             else self.context.expand(batch_shape + self.context.shape[-2:])
