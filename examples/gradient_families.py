@@ -128,7 +128,7 @@ class _PointProcessFamily(Family):
             events = self.process(self.param.detach()).sample((num,))
         return events[..., 1:].sum((-1, -2)) / self.duration
 
-    def ref_gradient(self, bias=None):
+    def exact_gradient(self, bias=None):
         """:math:`d\\mathcal L/db` for :math:`N \\sim \\mathrm{Poisson}(a\\sigma(b) T)`."""
         b = self.value() if bias is None else bias
         s = 1 / (1 + math.exp(-b))
@@ -358,7 +358,7 @@ def main(args):
         init_param = fam.value()
         g_mean, g_std, seconds = gradient_statistics(fam, args.num_repeats)
         if isinstance(fam, _PointProcessFamily):
-            exact = (fam.ref_gradient(), 0.0)
+            exact = (fam.exact_gradient(), 0.0)
         else:
             exact = fam.reference_gradient(args.num_reference)
         history = train(fam, args, not args.no_progress)
