@@ -38,9 +38,9 @@ learning rate and number of steps, ``--num-samples`` simulations per gradient es
 evaluation: the achieved rate is the *hard* spike count :math:`N / T` of each family's exact
 model (exact thinning samples; the SLIF simulation; the hard-gate :math:`\\Delta \\to 0` QIF) at
 the trained parameter, over held-out simulations. The gradient standard deviation is taken over
-``--num-repeats`` independent estimates at the initial parameter (the bar chart divides it by
-the magnitude of the reference gradient, as the parameters have different units). For the point-process
-families :math:`N \\sim \\mathrm{Poisson}(\\lambda T)` with :math:`\\lambda = a\\sigma(b)`, so
+``--num-repeats`` independent estimates at the initial parameter (the bar chart divides it
+by the magnitude of the reference gradient, as the parameters have different units). For the
+point-process families :math:`N \\sim \\mathrm{Poisson}(\\lambda T)` with :math:`\\lambda = a\\sigma(b)`, so
 :math:`\\mathcal L = (\\lambda - r^*)^2 + \\lambda / T` and the exact gradient
 :math:`(2(\\lambda - r^*) + 1/T)\\, a\\sigma(b)(1 - \\sigma(b))` is printed next to the
 estimates as the reference; for the SLIF the reference is a central finite difference of the
@@ -287,6 +287,12 @@ def gradient_statistics(family, repeats):
     return float(g.mean()), float(g.std()) if family.stochastic else 0.0, seconds
 
 
+def relative_std(result):
+    """Gradient std over the magnitude of the reference gradient (NaN if the latter is 0)."""
+    ref = abs(result["ref_grad"][0])
+    return result["grad_std"] / ref if ref > 0 else float("nan")
+
+
 def train(family, args, progress):
     opt = torch.optim.Adam(family.parameters(), lr=args.lr)
     decay = torch.optim.lr_scheduler.LambdaLR(
@@ -387,7 +393,7 @@ def main(args):
               f"{r['init_param']:.3g} -> {r['final_param']:.3g} | {r['init_rate']:.3g} | "
               f"{r['rate_mean']:.3g} ± {r['rate_sd']:.2g} | "
               f"{r['grad_mean']:.3g} ± {r['grad_std']:.2g} | {exact} | "
-              f"{r['grad_std'] / abs(ref):.2g} | "
+              f"{relative_std(r):.2g} | "
               f"{r['seconds']:.3g} | {fam.bias_note} |")
 
     os.makedirs(args.out, exist_ok=True)
@@ -405,7 +411,7 @@ def main(args):
     axes[1].legend(fontsize=7)
     names = [r["family"].name for r in results]
     # relative std: the parameters of the families have different units
-    stds = [r["grad_std"] / abs(r["ref_grad"][0]) for r in results]
+    stds = [relative_std(r) for r in results]
     floor = min([s for s in stds if s > 0], default=1.0) * 1e-2
     bars = axes[2].bar(range(len(stds)), [max(s, floor) for s in stds],
                        color=[f"C{i}" for i in range(len(stds))])

@@ -37,7 +37,8 @@ def _one_thread():
 
 def test_smoke(tmp_path, capsys):
     args = gf.parse_args(["--num-steps", "2", "--num-samples", "4", "--num-repeats", "2",
-                          "--num-eval", "4", "--duration", "3", "--no-progress",
+                          "--num-eval", "4", "--num-reference", "8", "--duration", "3",
+                          "--num-spikes", "2", "--no-progress",
                           "--out", str(tmp_path)])
     results = gf.main(args)
     assert (tmp_path / "gradient_families.png").stat().st_size > 0
