@@ -15,6 +15,9 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build", "galler
 EXAMPLE_ARGV = {
     "hawkes_nuts.py": ["--num-steps", "100", "--warmup-steps", "100", "--duration", "50",
                        "--num-sequences", "2", "--no-progress"],
+    "gradient_families.py": ["--num-steps", "8", "--num-samples", "8", "--num-repeats", "3",
+                             "--num-eval", "20", "--num-reference", "200", "--duration", "5",
+                             "--num-spikes", "2", "--no-progress"],
     "posterior_predictive.py": ["--num-steps", "150", "--num-samples", "30", "--duration", "50",
                                 "--num-sequences", "2", "--no-progress"],
 }
