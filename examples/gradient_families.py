@@ -40,7 +40,8 @@ model (exact thinning samples; the SLIF simulation; the hard-gate :math:`\\Delta
 the trained parameter, over held-out simulations. The gradient standard deviation is taken over
 ``--num-repeats`` independent estimates at the initial parameter (the bar chart divides it
 by the magnitude of the reference gradient, as the parameters have different units). For the
-point-process families :math:`N \\sim \\mathrm{Poisson}(\\lambda T)` with :math:`\\lambda = a\\sigma(b)`, so
+point-process families :math:`N \\sim \\mathrm{Poisson}(\\lambda T)` with
+:math:`\\lambda = a\\sigma(b)`, so
 :math:`\\mathcal L = (\\lambda - r^*)^2 + \\lambda / T` and the exact gradient
 :math:`(2(\\lambda - r^*) + 1/T)\\, a\\sigma(b)(1 - \\sigma(b))` is printed next to the
 estimates as the reference; for the SLIF the reference is a central finite difference of the
