@@ -358,10 +358,12 @@ def main(args):
         unknown = set(wanted) - set(KEYS)
         if unknown:
             raise ValueError(f"--families: unknown {sorted(unknown)}; choose from {KEYS}")
-        families = [f for key, f in zip(KEYS, families) if key in wanted]
+    else:
+        wanted = KEYS
     results = []
-    for i, fam in enumerate(tqdm(families, desc="families", disable=args.no_progress)):
-        torch.manual_seed(args.seed + 1000 * i)
+    chosen = [(i, f) for i, (key, f) in enumerate(zip(KEYS, families)) if key in wanted]
+    for i, fam in tqdm(chosen, desc="families", disable=args.no_progress):
+        torch.manual_seed(args.seed + 1000 * i)  # by family, so that subsets reproduce
         init_rates = fam.hard_rates(args.num_eval)
         init_param = fam.value()
         g_mean, g_std, seconds = gradient_statistics(fam, args.num_repeats)
