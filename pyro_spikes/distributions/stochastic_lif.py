@@ -69,6 +69,16 @@ class StochasticLIF(TorchDistribution):
     solution exactly (path-wise gradients with the noise held fixed; see ``noise`` in
     :meth:`rsample`).
 
+    .. warning::
+
+        With threshold crossing and Brownian noise, the expected path-wise gradient of an
+        expectation (e.g. of a loss of the spike times) is biased: a parameter change mostly
+        turns near-miss excursions into crossings (or back), which the derivative of a fixed
+        path cannot see. On the rate-matching task of ``examples/gradient_families.py`` it is
+        about 18 times too small. With ``escape_noise=True`` the spike times are smooth in the
+        parameters for fixed noise and the path-wise gradient is unbiased (tested in
+        ``tests/test_gradient_families.py``).
+
     **Samples** use the library's ``events`` layout: shape
     ``sample_shape + batch_shape + (K * D, 1 + D)``, rows sorted by time, one row per recorded
     spike (time, one-hot neuron); a neuron with fewer than :math:`K` spikes on :math:`[0, T]`
