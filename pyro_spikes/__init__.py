@@ -16,6 +16,7 @@ from pyro_spikes.spikes import (
     pack_spikes,
     select_neurons,
     spike_mask,
+    trim_padding,
     unpack_spikes,
     validate_events,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "scoring",
     "select_neurons",
     "spike_mask",
+    "trim_padding",
     "unpack_spikes",
     "validate_events",
 ]

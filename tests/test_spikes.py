@@ -74,3 +74,20 @@ def test_unpack_rejects_soft_marks():
     events[0, 1:] = torch.tensor([0.7, 0.2])
     with pytest.raises(ValueError, match="soft"):
         unpack_spikes(events)
+
+
+def test_select_neurons_and_trim_padding():
+    from pyro_spikes import select_neurons, trim_padding
+
+    events = pack_spikes([[[0.1, 0.6], [0.3], []], [[0.2], [], [0.5]]], duration=1.0,
+                         capacity=5)
+    sub = select_neurons(events, [1, 2], 1.0)
+    assert sub.shape == (2, 5, 3)
+    back = unpack_spikes(sub)
+    assert back[0][0].tolist() == pytest.approx([0.3]) and back[0][1].numel() == 0
+    assert back[1][0].numel() == 0 and back[1][1].tolist() == pytest.approx([0.5])
+    validate_events(sub, 1.0, 2)  # padding moved to the end, times still sorted
+    trimmed = trim_padding(sub, 1.0)
+    assert trimmed.shape == (2, 1, 3) and torch.equal(trimmed, sub[:, :1])
+    empty = pack_spikes([[], []], duration=1.0, capacity=3)
+    assert trim_padding(empty, 1.0).shape == (1, 3)  # at least one row is kept
