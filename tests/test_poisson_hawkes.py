@@ -230,3 +230,16 @@ def test_hawkes_svi_delta_recovers_parameters():
     est = guide.median()
     assert torch.allclose(est["mu"], mu, atol=0.1)
     assert torch.allclose(est["alpha"], alpha, atol=0.1)
+
+
+@pytest.mark.parametrize("duration", [float("nan"), -1.0, 0.0, "x", float("inf")])
+def test_bad_duration_is_named(duration):
+    from pyro_spikes.distributions import SpikingPointProcess
+
+    for make in [
+        lambda: PoissonProcess(torch.ones(2), duration),
+        lambda: HawkesProcess(MU, ALPHA, 1.0, duration),
+        lambda: SpikingPointProcess(torch.zeros(2), torch.zeros(1, 2, 2), torch.ones(1), duration),
+    ]:
+        with pytest.raises(ValueError, match="duration"):
+            make()

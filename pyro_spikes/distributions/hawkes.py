@@ -4,7 +4,12 @@ import torch
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
-from pyro_spikes.distributions.point_process import PointProcess, as_param, sequential_threads
+from pyro_spikes.distributions.point_process import (
+    PointProcess,
+    as_param,
+    check_duration,
+    sequential_threads,
+)
 from pyro_spikes.distributions.scan import exp_decay_scan
 
 __all__ = ["HawkesProcess"]
@@ -77,6 +82,7 @@ class HawkesProcess(PointProcess):
                 f"{tuple(decay.shape)} have incompatible shapes"
             ) from None
         self.baseline, self.adjacency, self.decay = baseline, adjacency, decay
+        duration = check_duration(duration)
         if capacity is None:
             capacity = self._default_capacity(float(duration))
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)

@@ -23,6 +23,17 @@ def as_param(x, like=None):
     return torch.as_tensor(x, dtype=torch.get_default_dtype())
 
 
+def check_duration(duration):
+    """``duration`` as a float, or a :class:`ValueError` naming it."""
+    try:
+        duration = float(duration)
+    except (TypeError, ValueError):
+        raise ValueError(f"duration must be a positive finite number, got {duration!r}") from None
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"duration must be a positive finite number, got {duration}")
+    return duration
+
+
 def uniform_order_statistics(counts, width, duration, like):
     """
     For each row ``n``, ``counts[n]`` sorted i.i.d. Uniform(0, T) times in the first columns of
@@ -98,9 +109,7 @@ class PointProcess(TorchDistribution):
     """
 
     def __init__(self, batch_shape, num_neurons, duration, capacity, validate_args=None):
-        duration = float(duration)
-        if not (math.isfinite(duration) and duration > 0):
-            raise ValueError(f"duration must be a positive finite number, got {duration}")
+        duration = check_duration(duration)
         capacity = int(capacity)
         if capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity}")

@@ -6,6 +6,7 @@ from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import (
     PointProcess,
+    check_duration,
     Stream,
     as_param,
     uniform_order_statistics,
@@ -48,6 +49,7 @@ class PoissonProcess(PointProcess):
         if rate.dim() < 1:
             raise ValueError(f"rate must have shape (..., D), got {tuple(rate.shape)}")
         self.rate = rate
+        duration = check_duration(duration)
         self.upper_bound = None
         if upper_bound is not None:
             self.upper_bound = as_param(upper_bound, rate).detach()

@@ -8,6 +8,7 @@ from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import (
     PointProcess,
+    check_duration,
     Stream,
     as_param,
     sequential_threads,
@@ -94,6 +95,7 @@ class SpikingPointProcess(PointProcess):
                  quadrature_order=8, max_step=None, neurons=None, context=None,
                  validate_args=None):
         bias = as_param(bias)
+        duration = check_duration(duration)
         weight = as_param(weight, bias)
         time_constants = as_param(time_constants, bias)
         upper_bound = as_param(upper_bound, bias)
