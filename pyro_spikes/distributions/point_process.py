@@ -47,12 +47,16 @@ def uniform_order_statistics(counts, width, duration, like):
 
 
 class Stream:
-    """Rows of one thinning run: candidates (and context rows merged with them), flattened."""
+    """
+    The candidates of one thinning run, flattened over the batch: times ``(N, K)``, the mask of
+    real candidates, and (for a subnetwork with context) the merge of candidates and context
+    rows and the context's share of the potentials.
+    """
 
     def __init__(self, shape, cand, valid, times, is_cand):
         self.shape, self.cand, self.valid = shape, cand, valid
         self.times, self.is_cand = times, is_cand
-        self.from_cand = self.ctx_rows = self.ctx_index = None
+        self.merged_times = self.perm = self.from_cand = self.base = None
 
 
 # ATen's default grain size: elementwise ops on fewer elements gain nothing from intra-op threads

@@ -144,6 +144,3 @@ class PoissonProcess(PointProcess):
         z = (log_probs.reshape(-1, 1, self.num_neurons + 1) + gumbel) / temperature
         y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True))
         return y[..., :-1] * stream.is_cand.unsqueeze(-1).to(y)
-
-    def _candidate_rows(self, stream, rows):
-        return rows

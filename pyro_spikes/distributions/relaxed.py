@@ -133,7 +133,6 @@ class RelaxedPointProcess(TorchDistribution):
                 proc, stream, gumbel, float(self.temperature),
                 proc.bias, proc.weight, proc.time_constants, proc.context,
             )
-        marks = proc._candidate_rows(stream, marks)
         rows = torch.cat([stream.cand.unsqueeze(-1), marks], -1)
         pad = rows.new_zeros(rows.shape[0], self.capacity - rows.shape[1], rows.shape[2])
         pad[..., 0] = self.duration

@@ -298,7 +298,9 @@ class SpikingPointProcess(PointProcess):
         """
         The rows of a thinning run, flattened over the batch ``N``: the candidates of a
         homogeneous Poisson process at the bound rate :math:`\\bar\\lambda = a|\\mathcal D|`
-        (:math:`\\mathcal D` the modelled neurons) merged in time with the context rows.
+        (:math:`\\mathcal D` the modelled neurons). Context spikes are not loop rows: their
+        share of the potentials at the candidates does not depend on the candidates' marks, so
+        it is computed once, in parallel, and added to the bias (``stream.base``).
         """
         shape = self._extended_shape(sample_shape)[:-2]
         n = shape.numel()
@@ -307,39 +309,40 @@ class SpikingPointProcess(PointProcess):
         cand, valid = self._candidates(n, bound, like)
         stream = Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
         if self.context is not None:
-            k = cand.shape[-1]
-            ctx = self.context.detach().expand(shape + self.context.shape[-2:])
-            ctx = ctx.reshape((n,) + ctx.shape[-2:])
-            times, perm = torch.sort(torch.cat([cand, ctx[..., 0]], -1), dim=-1, stable=True)
-            is_cand = torch.cat([valid, torch.zeros_like(ctx[..., 0], dtype=torch.bool)], -1)
-            stream.times = times
-            stream.is_cand = is_cand.gather(-1, perm)
-            stream.from_cand = perm < k
-            stream.ctx_index = (perm - k).clamp(min=0)
-            stream.ctx_rows = self._context_rows(stream, self.context.detach())
+            ctx_times = self._flat_context(shape, self.context.detach())[..., 0]
+            stream.merged_times, stream.perm = torch.sort(
+                torch.cat([cand, ctx_times], -1), dim=-1, stable=True
+            )
+            stream.from_cand = stream.perm < cand.shape[-1]
+            with torch.no_grad():
+                no_marks = cand.new_zeros(cand.shape + (self.num_neurons,))
+                stream.base = self._stream_potentials(
+                    stream, no_marks, self.bias, self.weight, self.time_constants, self.context
+                ).index_select(-1, self._order)
         return stream
 
-    def _context_rows(self, stream, context):
-        """The context marks ``(N, R, D_net)`` at the rows of ``stream`` (zero at candidates)."""
-        n = stream.times.shape[0]
-        ctx = context.expand(stream.shape + context.shape[-2:]).reshape((n,) + context.shape[-2:])
-        marks = ctx.new_zeros(ctx.shape[:-1] + (self.num_network,))
-        marks = marks.index_copy(-1, self.others, ctx[..., 1:])
-        index = stream.ctx_index
-        rows = marks.gather(-2, index.unsqueeze(-1).expand(index.shape + (self.num_network,)))
-        return rows * (~stream.from_cand).unsqueeze(-1).to(rows)  # zero at candidate rows
+    def _flat_context(self, shape, context):
+        """``context`` broadcast to ``shape`` and flattened: ``(N, C, 1 + D - |D|)``."""
+        context = context.expand(shape + context.shape[-2:])
+        return context.reshape((shape.numel(),) + context.shape[-2:])
 
     def _stream_potentials(self, stream, marks, bias, weight, time_constants, context):
         """
-        Left potentials ``(N, R, D_net)`` at the rows of ``stream`` given all row marks
-        ``(N, R, |D|)``, in parallel (blocked scan), differentiable in the explicit parameter
-        tensors: the map whose fixed point the thinning loop computes.
+        Left potentials ``(N, K, D_net)`` at the candidates of ``stream`` given their marks
+        ``(N, K, |D|)`` (and the context), in parallel (blocked scan), differentiable in the
+        explicit parameter tensors: the map whose fixed point the thinning loop computes.
         """
-        shape, n = stream.shape, stream.times.shape[0]
+        shape, (n, k) = stream.shape, stream.cand.shape
         d, l = self.num_network, self.num_basis
-        full = self._embed(marks)  # zero at context rows
+        full = self._embed(marks)
+        times = stream.times
         if context is not None:
-            full = full + self._context_rows(stream, context)
+            ctx = self._flat_context(shape, context)
+            ctx_full = ctx.new_zeros(ctx.shape[:-1] + (d,)).index_copy(-1, self.others,
+                                                                        ctx[..., 1:])
+            full = torch.cat([full, ctx_full], 1)
+            full = full.gather(1, stream.perm.unsqueeze(-1).expand(full.shape))
+            times = stream.merged_times
         bias = bias.expand(shape + (d,)).reshape(n, 1, d)
         if weight.shape[:-3].numel() == 1:
             weight = weight.reshape(l, d, d)
@@ -347,7 +350,10 @@ class SpikingPointProcess(PointProcess):
             weight = weight.expand(shape + (l, d, d)).reshape(n, l, d, d)
         rate = (1.0 / time_constants).expand(shape + (l,)).reshape(n, l)
         x = torch.matmul(full.unsqueeze(1), weight.transpose(-1, -2))
-        return bias + exp_decay_scan(stream.times, x, rate).sum(1)
+        u = bias + exp_decay_scan(times, x, rate).sum(1)
+        if context is not None:
+            u = u[stream.from_cand].reshape(n, k, d)  # the candidates, in time order
+        return u
 
     @property
     def _order(self):
@@ -370,50 +376,44 @@ class SpikingPointProcess(PointProcess):
 
     def _thinning_loop(self, stream, decide):
         """
-        Run thinning over ``stream`` without autograd, neurons in the order
-        (modelled, context). At row ``r``, ``decide(r, u)`` maps the left potentials ``u`` of
-        the modelled neurons ``(N, |D|)`` to the row's mark ``(N, |D|)`` (the loop zeroes it
-        at context and padding rows). Per row: decay the traces, read the potential, decide,
-        add the row's contribution with one matrix product.
+        Run thinning over the candidates of ``stream`` without autograd, neurons in the order
+        (modelled, context). At candidate ``r``, ``decide(r, u)`` maps the left potentials
+        ``u`` of the modelled neurons ``(N, |D|)`` to the candidate's mark ``(N, |D|)`` (the
+        loop zeroes it at padding candidates). Per candidate: decay the traces, read the
+        potential, decide, add the mark's contribution with one matrix product.
 
-        :returns: ``(potentials, marks)`` of shapes ``(N, R, D_net)`` (loop order) and
-            ``(N, R, |D|)``.
+        :returns: ``(potentials, marks)`` of shapes ``(N, K, D_net)`` (loop order) and
+            ``(N, K, |D|)``.
         """
         with torch.no_grad():
             d, l, dsub = self.num_network, self.num_basis, self.num_neurons
             bias, _, rate, _ = self._flat_params(stream.shape)
-            bias = bias.detach().index_select(-1, self._order)
+            base = bias.detach().index_select(-1, self._order)
+            if stream.base is not None:
+                base = stream.base  # bias plus the context's share, per candidate
             rate = rate.detach()
-            weight = self._loop_weight(stream.shape)
+            weight = self._loop_weight(stream.shape)[..., :dsub, :]  # modelled sources
             n, num_rows = stream.times.shape
             gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
             decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
             cand_mask = stream.is_cand.unsqueeze(-1).to(bias)
             potentials = bias.new_empty(n, num_rows, d)
-            rows = bias.new_zeros(n, num_rows, d)  # row marks: modelled first, then context
-            if stream.ctx_rows is not None:
-                rows[..., dsub:] = stream.ctx_rows.index_select(-1, self.others)
+            marks = bias.new_zeros(n, num_rows, dsub)
             state = bias.new_zeros(n, l, d)
             flat = state.view(n, l * d)
             batched = weight.dim() == 3
+            per_row = stream.base is not None
             with sequential_threads(state.numel()):
                 for r in range(num_rows):
                     state.mul_(decay[:, r])
-                    u = torch.add(bias, state.sum(1), out=potentials[:, r])
-                    mark = decide(r, u[:, :dsub])
-                    torch.mul(mark, cand_mask[:, r], out=rows[:, r, :dsub])
+                    u = torch.add(base[:, r] if per_row else base, state.sum(1),
+                                  out=potentials[:, r])
+                    mark = torch.mul(decide(r, u[:, :dsub]), cand_mask[:, r], out=marks[:, r])
                     if batched:
-                        flat.unsqueeze(1).baddbmm_(rows[:, r].unsqueeze(1), weight)
+                        flat.unsqueeze(1).baddbmm_(mark.unsqueeze(1), weight)
                     else:
-                        flat.addmm_(rows[:, r], weight)
-        return potentials, rows[..., :dsub]
-
-    def _candidate_rows(self, stream, rows):
-        """Keep the candidate rows of per-row results ``(N, R, ...)``, in time order."""
-        if stream.from_cand is None:
-            return rows
-        n, k = stream.cand.shape
-        return rows[stream.from_cand].reshape((n, k) + rows.shape[2:])
+                        flat.addmm_(mark, weight)
+        return potentials, marks
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
@@ -429,7 +429,6 @@ class SpikingPointProcess(PointProcess):
                 return (labels == label.unsqueeze(-1)).to(u)
 
             _, marks = self._thinning_loop(stream, decide)
-            marks = self._candidate_rows(stream, marks)
             accepted = marks.sum(-1) > 0
             return self._compact(stream.cand, accepted, marks.argmax(-1), stream.shape)
 
