@@ -191,3 +191,25 @@ def test_relaxed_poisson_process():
     r = RelaxedPointProcess(PoissonProcess(rate_p, 5.0, upper_bound=6.0), 0.05)
     r.rsample((4000,))[..., 1:].sum((0, 1)).div(4000).sum().backward()
     assert torch.allclose(rate_p.grad, torch.full((2,), 5.0, dtype=DT), rtol=0.15)
+
+
+def test_rsample_gradient_batched_weights():
+    # parameters with a batch dimension take the batched-matrix branch of both loops
+    bias, weight, tau = params(3, 2, seed=7)
+    weight = torch.stack([weight, 0.5 * weight.flip(-1)])  # (2, L, D, D)
+    proj = torch.randn(2, dtype=DT, generator=torch.Generator().manual_seed(1))
+
+    def f(b, w, t):
+        torch.manual_seed(3)
+        proc = SpikingPointProcess(b, w, t, 3.0, 2.0, neurons=[0, 2],
+                                   context=pack_spikes([[0.4, 1.9]], 3.0, dtype=DT),
+                                   validate_args=False)
+        x = RelaxedPointProcess(proc, 0.5).rsample()
+        return ((x[..., 1:] * proj).sum(-1) ** 2).sum()
+
+    inputs = [x.clone().requires_grad_() for x in (bias, weight, tau)]
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+    # and the exact sampler with batched weights gives one realisation per batch element
+    proc = SpikingPointProcess(bias, weight, tau, 3.0, 2.0, neurons=[0, 2],
+                               context=pack_spikes([[0.4, 1.9]], 3.0, dtype=DT))
+    assert proc.batch_shape == (2,) and proc.sample().shape == (2,) + proc.event_shape

@@ -226,7 +226,8 @@ class _RelaxedThinning(torch.autograd.Function):
         num, d, l = proc.num_neurons, proc.num_network, proc.num_basis
         _, _, rate, _ = proc._flat_params(stream.shape)
         rate = rate.detach()
-        weight_t = proc._loop_weight(stream.shape).transpose(-1, -2)  # (.., L*D, D)
+        # jumps of the traces caused by the modelled neurons, transposed: (.., L*D, |D|)
+        weight_t = proc._loop_weight(stream.shape)[..., :num, :].transpose(-1, -2)
         n, num_rows = stream.times.shape
         gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
         decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
@@ -250,9 +251,9 @@ class _RelaxedThinning(torch.autograd.Function):
         with sequential_threads(adj.numel()):
             for r in reversed(range(num_rows)):
                 if batched:
-                    g = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)[:, :num]
+                    g = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)
                 else:
-                    g = flat.mm(weight_t)[:, :num]
+                    g = flat.mm(weight_t)
                 g = g.add_(grad_marks[:, r])
                 dot = (y_spike[:, r] * g).sum(-1, keepdim=True)
                 torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r, :num])
