@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pyro
 import pytest
@@ -295,3 +297,21 @@ def test_subnetwork_log_prob_splits_the_full_likelihood():
                                 capacity=hid.shape[-2])
     total = p_obs.log_prob(obs) + p_hid.log_prob(hid)
     assert torch.allclose(total, full.log_prob(x), rtol=1e-10)
+
+
+def test_batched_weights_sample_each_own_network():
+    # a batch of two networks (strong excitation vs none) sampled together: each element's
+    # counts match the same network sampled alone
+    bias = torch.tensor([-1.0, -1.0])
+    strong = torch.tensor([[[0.0, 2.5], [2.5, 0.0]]])
+    weight = torch.stack([strong, torch.zeros_like(strong)])  # (2, 1, 2, 2)
+    tau = torch.tensor([1.0])
+    torch.manual_seed(14)
+    together = SpikingPointProcess(bias, weight, tau, 20.0, 3.0).sample((300,))[..., 1:].sum(
+        (-1, -2))
+    for b in range(2):
+        alone = SpikingPointProcess(bias, weight[b], tau, 20.0, 3.0).sample((300,))[..., 1:].sum(
+            (-1, -2))
+        se = math.sqrt(together[:, b].var().item() / 300 + alone.var().item() / 300)
+        assert abs(together[:, b].mean().item() - alone.mean().item()) < 4 * se
+    assert together[:, 0].mean() > together[:, 1].mean() + 10  # the excitation matters
