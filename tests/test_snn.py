@@ -181,3 +181,11 @@ def test_estimator_table():
     assert set(ESTIMATORS) == {"pathwise", "reinforce", "reinforce_baseline"}
     assert ESTIMATORS["pathwise"][1]["relaxed"] is True
     assert ESTIMATORS["reinforce"][1]["relaxed"] is False
+
+
+def test_simulate_on_another_window():
+    snn = SNN(2, 1, duration=5.0, init_scale=1.0)
+    observed, hidden = snn.simulate(3, 12.0)
+    assert observed.shape[0] == 3 and observed.shape[-1] == 3 and hidden.shape[-1] == 2
+    assert float(observed[..., 0].max()) <= 12.0
+    assert float(observed[..., 0][observed[..., 1:].sum(-1) > 0].max()) > 5.0

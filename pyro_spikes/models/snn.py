@@ -95,11 +95,12 @@ class SNN(PyroModule):
         return list(range(self.num_observed, self.num_observed + self.num_hidden))
 
     # ------------------------------------------------------------------ processes
-    def network(self, capacity=None, bias=None, weight=None):
+    def network(self, capacity=None, bias=None, weight=None, duration=None):
         """The full network as a :class:`SpikingPointProcess` (all neurons modelled)."""
         return SpikingPointProcess(
             self.bias if bias is None else bias, self.weight if weight is None else weight,
-            self.time_constants, self.duration, self.upper_bound, capacity=capacity,
+            self.time_constants, self.duration if duration is None else duration,
+            self.upper_bound, capacity=capacity,
         )
 
     def _process(self, neurons, context, bias, weight, capacity=None):
@@ -168,17 +169,23 @@ class SNN(PyroModule):
 
     # ------------------------------------------------------------------ utilities
     @torch.no_grad()
-    def simulate(self, num_sequences, capacity=None):
+    def simulate(self, num_sequences, duration=None, capacity=None):
         """
-        Sample the whole network (exact thinning) and split it.
+        Sample the whole network (exact thinning) and split it into observed and hidden spikes.
 
-        :returns: ``(observed, hidden)`` events of shapes ``(B, C, 1 + D_O)`` and
-            ``(B, C, 1 + D_H)``.
+        :param int num_sequences: number of independent sequences.
+        :param float duration: window of the simulation (default: the model's :math:`T`; data
+            for :meth:`model` must use the model's window).
+        :param int capacity: rows of the full-network sample (default: see
+            :class:`~pyro_spikes.distributions.SpikingPointProcess`).
+        :returns: ``(observed, hidden)`` events of shapes ``(B, C_O, 1 + D_O)`` and
+            ``(B, C_H, 1 + D_H)``, trailing padding trimmed.
         """
-        events = self.network(capacity=capacity).sample((num_sequences,))
-        observed = select_neurons(events, self.observed_neurons, self.duration)
-        hidden = select_neurons(events, self.hidden_neurons, self.duration)
-        return trim_padding(observed, self.duration), trim_padding(hidden, self.duration)
+        duration = self.duration if duration is None else float(duration)
+        events = self.network(capacity=capacity, duration=duration).sample((num_sequences,))
+        observed = select_neurons(events, self.observed_neurons, duration)
+        hidden = select_neurons(events, self.hidden_neurons, duration)
+        return trim_padding(observed, duration), trim_padding(hidden, duration)
 
     @torch.no_grad()
     def log_marginal(self, observed, num_samples=100):
