@@ -19,6 +19,8 @@ import numbers
 
 import torch
 
+from pyro_spikes.distributions.point_process import check_duration
+
 __all__ = [
     "spike_train_paths",
     "signature_kernel_gram",
@@ -37,14 +39,6 @@ def _check_events(events, name, num_neurons=None):
         raise ValueError(f"{name} must have shape (..., capacity, 1 + D) with D >= 1, got {tuple(events.shape)}")
     if num_neurons is not None and events.shape[-1] != 1 + num_neurons:
         raise ValueError(f"{name} has D={events.shape[-1] - 1} neurons, expected D={num_neurons}")
-
-
-def _check_duration(duration):
-    if isinstance(duration, torch.Tensor):
-        duration = duration.item()
-    if not isinstance(duration, numbers.Real) or not duration > 0:
-        raise ValueError(f"duration must be a positive number, got {duration}")
-    return float(duration)
 
 
 def spike_train_paths(events, duration, time_scale=1.0, count_scale=1.0):
@@ -70,7 +64,7 @@ def spike_train_paths(events, duration, time_scale=1.0, count_scale=1.0):
     :returns: vertices, shape ``(..., 2 * capacity + 2, 1 + D)``.
     """
     _check_events(events, "events")
-    duration = _check_duration(duration)
+    duration = check_duration(duration)
     t = events[..., 0:1] * (time_scale / duration)
     counts = torch.cumsum(events[..., 1:], dim=-2) * count_scale
     prev = torch.cat([torch.zeros_like(counts[..., :1, :]), counts[..., :-1, :]], dim=-2)
@@ -166,7 +160,7 @@ def signature_kernel(X, Y, duration, time_scale=1.0, count_scale=1.0, dyadic_ord
     """
     _check_events(X, "X")
     _check_events(Y, "Y", X.shape[-1] - 1)
-    duration = _check_duration(duration)
+    duration = check_duration(duration)
     x = _paths(X, duration, time_scale, count_scale, "X")
     y = _paths(Y, duration, time_scale, count_scale, "Y")
     return signature_kernel_gram(x, y, dyadic_order)
@@ -244,7 +238,7 @@ def spike_time_vectors(events, duration, num_spikes=None):
     :param int num_spikes: spikes kept per neuron (default: the capacity).
     """
     _check_events(events, "events")
-    duration = _check_duration(duration)
+    duration = check_duration(duration)
     cap = events.shape[-2]
     k = cap if num_spikes is None else int(num_spikes)
     if k < 1 or k > cap:

@@ -12,6 +12,8 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 
+from pyro_spikes.distributions.point_process import check_duration
+
 __all__ = ["StochasticLIF"]
 
 _NEURON_PARAMS = ("input_current", "threshold", "reset", "tau", "noise_scale", "rest", "init")
@@ -143,12 +145,9 @@ class StochasticLIF(TorchDistribution):
         validate_args=None,
     ):
         # ----- settings (python numbers) -----
-        if isinstance(duration, torch.Tensor):
-            duration = duration.item()
+        duration = check_duration(duration)
         if isinstance(dt, torch.Tensor):
             dt = dt.item()
-        if not isinstance(duration, numbers.Real) or not math.isfinite(duration) or duration <= 0:
-            raise ValueError(f"duration must be a positive finite number, got {duration}")
         if not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
             raise ValueError(f"dt must be a positive finite number, got {dt}")
         if dt > duration:
