@@ -7,7 +7,7 @@ from torch.distributions import constraints
 
 from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.distributions.point_process import sequential_threads
-from pyro_spikes.spikes import trim_padding, validate_events
+from pyro_spikes.spikes import select_neurons, trim_padding, validate_events
 
 __all__ = ["RelaxedPointProcess", "concrete_log_density"]
 
@@ -168,12 +168,9 @@ class RelaxedPointProcess(TorchDistribution):
         spike = (label < self.num_neurons) & (value[..., 0] < self.duration)
         hard = F.one_hot(label.clamp(max=self.num_neurons - 1), self.num_neurons).to(value)
         hard = hard * spike.unsqueeze(-1).to(value)
-        times = torch.where(spike, value[..., 0], torch.full_like(value[..., 0], self.duration))
-        # move the spike rows to the front, keeping their order
-        order = torch.sort((~spike).to(torch.int8), dim=-1, stable=True).indices
-        times = times.gather(-1, order)
-        hard = hard.gather(-2, order.unsqueeze(-1).expand(hard.shape))
-        return torch.cat([times.unsqueeze(-1), hard], -1)
+        # rows without a spike become padding, moved behind the spikes in order
+        events = torch.cat([value[..., :1], hard], -1)
+        return select_neurons(events, range(self.num_neurons), self.duration)
 
 
 class _RelaxedThinning(torch.autograd.Function):
