@@ -12,3 +12,14 @@ def _fresh_pyro():
     pyro.enable_validation(True)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def loop_backend(request):
+    """Run a test with the compiled CPU loops and with the PyTorch loops."""
+    from pyro_spikes.distributions.kernels import compiled_loops, has_compiled_loops
+
+    if request.param == "compiled" and not has_compiled_loops():
+        pytest.skip("pyro_spikes._kernels was not built")
+    with compiled_loops(request.param == "compiled"):
+        yield request.param

@@ -94,7 +94,7 @@ def test_log_prob_integrates_to_one():
 
 
 @pytest.mark.parametrize("subnetwork", [False, True])
-def test_rsample_gradient_finite_differences(subnetwork):
+def test_rsample_gradient_finite_differences(subnetwork, loop_backend):
     bias, weight, tau = params(4 if subnetwork else 3, 2, seed=2)
     context = pack_spikes([[[0.3, 1.1]], [[0.5, 2.2]]], 3.0, dtype=DT)
     proj = torch.randn(len(bias) - subnetwork, dtype=DT, generator=torch.Generator().manual_seed(0))
@@ -146,7 +146,7 @@ def test_errors():
         r.log_prob(bad)
 
 
-def test_zero_temperature_limit_is_exact_thinning():
+def test_zero_temperature_limit_is_exact_thinning(loop_backend):
     # at small temperature the argmax marks are an exact sample of the process
     bias, weight, tau = params(3, 2, seed=6, dtype=torch.float32)
     proc = SpikingPointProcess(bias, weight, tau, 150.0, 3.0)
@@ -193,7 +193,7 @@ def test_relaxed_poisson_process():
     assert torch.allclose(rate_p.grad, torch.full((2,), 5.0, dtype=DT), rtol=0.15)
 
 
-def test_rsample_gradient_batched_weights():
+def test_rsample_gradient_batched_weights(loop_backend):
     # parameters with a batch dimension take the batched-matrix branch of both loops
     bias, weight, tau = params(3, 2, seed=7)
     weight = torch.stack([weight, 0.5 * weight.flip(-1)])  # (2, L, D, D)

@@ -121,7 +121,7 @@ def test_gradient_soft_marks_and_times():
 
 
 @pytest.mark.parametrize("seed,inhibitory", [(0, True), (1, False), (2, True)])
-def test_time_rescaling(seed, inhibitory):
+def test_time_rescaling(seed, inhibitory, loop_backend):
     bias, weight, tau = random_params(4, 2, seed=seed, dtype=torch.float32,
                                       inhibitory=inhibitory)
     torch.manual_seed(seed)
@@ -153,7 +153,7 @@ def test_time_rescaling_rejects_wrong_model():
     assert stats.kstest(rescaled_intervals(wrong, x).double().numpy(), "expon").pvalue < 1e-4
 
 
-def test_sampler_matches_sequential_reference():
+def test_sampler_matches_sequential_reference(loop_backend):
     # an independent per-event Ogata simulation with a direct (non-recursive) potential
     bias, weight, tau = random_params(2, 2, seed=7)
     a, T = 3.0, 5.0
@@ -259,7 +259,7 @@ def test_pyro_sample_site_and_ml_fit():
 
 
 @pytest.mark.parametrize("neurons", [[1, 3], [1]])
-def test_subnetwork_with_context_time_rescaling(neurons):
+def test_subnetwork_with_context_time_rescaling(neurons, loop_backend):
     # the modelled neurons driven by fixed exogenous context spikes: their compensator (with
     # the context in the history) rescales the sampled spikes to Exp(1) intervals
     from pyro_spikes.distributions import PoissonProcess
@@ -299,7 +299,7 @@ def test_subnetwork_log_prob_splits_the_full_likelihood():
     assert torch.allclose(total, full.log_prob(x), rtol=1e-10)
 
 
-def test_batched_weights_sample_each_own_network():
+def test_batched_weights_sample_each_own_network(loop_backend):
     # a batch of two networks (strong excitation vs none) sampled together: each element's
     # counts match the same network sampled alone
     bias = torch.tensor([-1.0, -1.0])

@@ -6,7 +6,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyro_spikes.distributions.constraints import spike_trains
-from pyro_spikes.distributions.point_process import sequential_threads
+from pyro_spikes.distributions import kernels
 from pyro_spikes.spikes import select_neurons, trim_padding, validate_events
 
 __all__ = ["RelaxedPointProcess", "concrete_log_density"]
@@ -194,21 +194,9 @@ class _RelaxedThinning(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, proc, stream, gumbel, temperature, bias, weight, time_constants, context):
-        num = proc.num_neurons
-        probs = gumbel.new_empty(gumbel.shape)
-        noise = gumbel / temperature
-        inv_temp = 1.0 / temperature
-
-        def decide(r, u):
-            # log pi up to a constant: log sigma(u_d) = u_d - softplus(u_d) for a spike of d,
-            # log sum_d sigma(-u_d) = logsumexp(-softplus(u)) for no spike
-            sp = F.softplus(u)
-            z = torch.cat([u - sp, torch.logsumexp(-sp, -1, keepdim=True)], -1)
-            z = z.mul_(inv_temp).add_(noise[:, r])
-            y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True), out=probs[:, r])
-            return y[:, :num]
-
-        potentials, marks = proc._thinning_loop(stream, decide)
+        potentials, marks, probs = proc._thinning_loop(
+            stream, kernels.RELAXED, gumbel / temperature, 1.0 / temperature
+        )
         ctx.proc, ctx.stream, ctx.temperature = proc, stream, temperature
         ctx.save_for_backward(potentials, probs, marks, bias, weight, time_constants,
                               context if context is not None else torch.empty(0))
@@ -220,41 +208,23 @@ class _RelaxedThinning(torch.autograd.Function):
         proc, stream, tau = ctx.proc, ctx.stream, ctx.temperature
         potentials, probs, marks, bias, weight, time_constants, context = ctx.saved_tensors
         context = context if ctx.has_context else None
-        num, d, l = proc.num_neurons, proc.num_network, proc.num_basis
-        _, _, rate, _ = proc._flat_params(stream.shape)
-        rate = rate.detach()
-        # jumps of the traces caused by the modelled neurons, transposed: (.., L*D, |D|)
-        weight_t = proc._loop_weight(stream.shape)[..., :num, :].transpose(-1, -2)
-        n, num_rows = stream.times.shape
-        gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
-        decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
-        cand_mask = stream.is_cand.unsqueeze(-1).to(grad_marks)
-        grad_marks = grad_marks * cand_mask
-        adj = grad_marks.new_zeros(n, l, d)  # dL/dV^+ of the traces, loop order
-        flat = adj.view(n, l * d)
-        u_bar = grad_marks.new_zeros(n, num_rows, d)
-        batched = weight_t.dim() == 3
+        num = proc.num_neurons
+        _, decay, loop_weight, mask = proc._loop_inputs(stream)
+        cand_mask = mask.unsqueeze(-1)
         # Per row, with y the probabilities (spikes y_s, no spike y_0), sigma = sigmoid(u) and
         # w = softmax(log sigma(-u)), the vector-Jacobian product of the marks through the
         # softmax and log pi(u) is  u_bar = P * g - (y_s . g) Q  with
         # P = y_s (1 - sigma) / tau and Q = P - y_0 sigma w / tau; zero at non-candidate rows.
-        u = potentials[..., :num]
+        # g, the marks' total adjoint, comes from the reverse sweep of the trace recursion.
+        u = potentials
         sig = torch.sigmoid(u)
         log_neg = -F.softplus(u)  # log sigma(-u)
         share = torch.exp(log_neg - torch.logsumexp(log_neg, -1, keepdim=True))
         y_spike = probs[..., :num] * cand_mask
         p_coef = y_spike * (1 - sig) / tau
         q_coef = p_coef - probs[..., num:] * cand_mask * sig * share / tau
-        with sequential_threads(adj.numel()):
-            for r in reversed(range(num_rows)):
-                if batched:
-                    g = torch.bmm(flat.unsqueeze(1), weight_t).squeeze(1)
-                else:
-                    g = flat.mm(weight_t)
-                g = g.add_(grad_marks[:, r])
-                dot = (y_spike[:, r] * g).sum(-1, keepdim=True)
-                torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r, :num])
-                adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
+        u_bar = kernels.relaxed_adjoint(decay, loop_weight, grad_marks * cand_mask, y_spike,
+                                        p_coef, q_coef)
         inputs = [bias, weight, time_constants] + ([context] if context is not None else [])
         leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
         wanted = [leaf for leaf in leaves if leaf.requires_grad]
@@ -263,7 +233,7 @@ class _RelaxedThinning(torch.autograd.Function):
             with torch.enable_grad():
                 u = proc._stream_potentials(stream, marks, *leaves[:3],
                                             leaves[3] if context is not None else None)
-                u = u.index_select(-1, proc._order)
+                u = u.index_select(-1, proc.neurons)
                 got = iter(torch.autograd.grad((u * u_bar).sum(), wanted, allow_unused=True))
             grads = [next(got) if leaf.requires_grad else None for leaf in leaves]
         if context is None:

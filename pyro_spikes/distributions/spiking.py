@@ -15,6 +15,7 @@ from pyro_spikes.distributions.point_process import (
     uniform_order_statistics,
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
+from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.spikes import trim_padding, validate_events
 
@@ -374,61 +375,47 @@ class SpikingPointProcess(PointProcess):
         w = w.expand(shape + (l, d, d)).reshape(n, l, d, d)
         return w.permute(0, 3, 1, 2).reshape(n, d, l * d)
 
-    def _thinning_loop(self, stream, decide):
+    def _loop_inputs(self, stream):
         """
-        Run thinning over the candidates of ``stream`` without autograd, neurons in the order
-        (modelled, context). At candidate ``r``, ``decide(r, u)`` maps the left potentials
-        ``u`` of the modelled neurons ``(N, |D|)`` to the candidate's mark ``(N, |D|)`` (the
-        loop zeroes it at padding candidates). Per candidate: decay the traces, read the
-        potential, decide, add the mark's contribution with one matrix product.
-
-        :returns: ``(potentials, marks)`` of shapes ``(N, K, D_net)`` (loop order) and
-            ``(N, K, |D|)``.
+        The inputs of the sequential loops over the candidates of ``stream`` (see
+        :func:`~pyro_spikes.distributions.kernels.thinning_loop`), for the modelled neurons
+        only: ``base`` (bias, plus the context's share per candidate when there is context),
+        ``decay`` ``(N, K, L)``, the jumps ``weight`` ``(|D|, L, |D|)`` (or ``(N, |D|, L, |D|)``
+        for batched weights) and the candidate mask ``(N, K)``.
         """
         with torch.no_grad():
             d, l, dsub = self.num_network, self.num_basis, self.num_neurons
             bias, _, rate, _ = self._flat_params(stream.shape)
-            base = bias.detach().index_select(-1, self._order)
+            base = bias.detach().index_select(-1, self.neurons)
             if stream.base is not None:
-                base = stream.base  # bias plus the context's share, per candidate
-            rate = rate.detach()
-            weight = self._loop_weight(stream.shape)[..., :dsub, :]  # modelled sources
-            n, num_rows = stream.times.shape
+                base = stream.base[..., :dsub]  # bias plus the context's share, per candidate
+            w = self._loop_weight(stream.shape)[..., :dsub, :]
+            weight = w.reshape(w.shape[:-1] + (l, d))[..., :dsub]
+            n = stream.times.shape[0]
             gaps = torch.diff(stream.times, dim=-1, prepend=stream.times.new_zeros(n, 1))
-            decay = torch.exp(-gaps.unsqueeze(-1) * rate.unsqueeze(-2)).unsqueeze(-1)
-            cand_mask = stream.is_cand.unsqueeze(-1).to(bias)
-            potentials = bias.new_empty(n, num_rows, d)
-            marks = bias.new_zeros(n, num_rows, dsub)
-            state = bias.new_zeros(n, l, d)
-            flat = state.view(n, l * d)
-            batched = weight.dim() == 3
-            per_row = stream.base is not None
-            with sequential_threads(state.numel()):
-                for r in range(num_rows):
-                    state.mul_(decay[:, r])
-                    u = torch.add(base[:, r] if per_row else base, state.sum(1),
-                                  out=potentials[:, r])
-                    mark = torch.mul(decide(r, u[:, :dsub]), cand_mask[:, r], out=marks[:, r])
-                    if batched:
-                        flat.unsqueeze(1).baddbmm_(mark.unsqueeze(1), weight)
-                    else:
-                        flat.addmm_(mark, weight)
-        return potentials, marks
+            decay = torch.exp(-gaps.unsqueeze(-1) * rate.detach().unsqueeze(-2))
+            return base, decay, weight, stream.is_cand.to(bias)
+
+    def _thinning_loop(self, stream, mode, draws, inv_temp=1.0):
+        """
+        Run thinning over the candidates of ``stream`` without autograd (modelled neurons; the
+        context enters through ``stream.base``), with exact or relaxed marks: see
+        :func:`~pyro_spikes.distributions.kernels.thinning_loop`.
+
+        :returns: ``(potentials, marks, probs)`` of shapes ``(N, K, |D|)``, ``(N, K, |D|)`` and
+            ``(N, K, |D| + 1)`` (relaxed) or ``None`` (exact).
+        """
+        base, decay, weight, mask = self._loop_inputs(stream)
+        return kernels.thinning_loop(base, decay, weight, mask, mode, draws, inv_temp)
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
-            if self._whole_network:
-                return self._sample_fast(sample_shape)
+            if self._whole_network and not kernels.compiled_for(self.bias):
+                return self._sample_fast(sample_shape)  # the PyTorch loop for a whole network
             stream = self._stream(sample_shape)
+            # candidate k is a spike of neuron d when U * |D| lands in its share sigma(u_d)
             uniforms = torch.rand_like(stream.times) * self.num_neurons
-            labels = torch.arange(self.num_neurons, device=uniforms.device)
-
-            def decide(r, u):
-                # spike of neuron d when U lands in its share sigma(u_d) of the bound
-                label = (torch.sigmoid(u).cumsum(-1) < uniforms[:, r : r + 1]).sum(-1)
-                return (labels == label.unsqueeze(-1)).to(u)
-
-            _, marks = self._thinning_loop(stream, decide)
+            _, marks, _ = self._thinning_loop(stream, kernels.EXACT, uniforms)
             accepted = marks.sum(-1) > 0
             return self._compact(stream.cand, accepted, marks.argmax(-1), stream.shape)
 

@@ -1,0 +1,206 @@
+"""
+The sequential loops of thinning, compiled on the CPU and in PyTorch elsewhere.
+
+Thinning visits its candidates one after another: the mark of candidate :math:`r` depends on
+all earlier marks through the exponential-basis traces
+:math:`V_{l,j} \\leftarrow e^{-\\Delta s_r/\\tau_l} V_{l,j} + \\sum_i y_{r,i} W_{i,l,j}`. In
+PyTorch every candidate costs a dozen tiny tensor operations whose fixed overhead (microseconds
+each) dominates the O(L D^2) arithmetic, so the loops of :class:`SpikingPointProcess` sampling
+and of the relaxed sampler's forward and adjoint sweeps run in a small C extension
+(``pyro_spikes._kernels``, built by ``pip install``) on contiguous float32/float64 CPU tensors.
+On other devices, or where the extension was not built, the same loops run as PyTorch
+operations batched over sequences; the tests check that both paths agree.
+
+:func:`compiled_loops` switches the compiled path off (or on) for a block of code, e.g. to
+compare the two; the environment variable ``PYRO_SPIKES_COMPILED=0`` switches it off for the
+process.
+"""
+
+import contextlib
+import os
+
+import torch
+import torch.nn.functional as F
+
+from pyro_spikes.distributions.point_process import sequential_threads
+
+try:
+    from pyro_spikes import _kernels as _compiled
+except ImportError:  # built without a C compiler: PyTorch loops everywhere
+    _compiled = None
+
+__all__ = [
+    "compiled_for",
+    "compiled_loops",
+    "has_compiled_loops",
+    "relaxed_adjoint",
+    "thinning_loop",
+]
+
+_state = {"enabled": os.environ.get("PYRO_SPIKES_COMPILED", "1") != "0"}
+
+#: decision rules of :func:`thinning_loop`
+EXACT, RELAXED = 0, 1
+
+
+def has_compiled_loops():
+    """Whether the compiled CPU loops were built (``pyro_spikes._kernels``)."""
+    return _compiled is not None
+
+
+@contextlib.contextmanager
+def compiled_loops(enabled=True):
+    """Use (or, with ``enabled=False``, avoid) the compiled CPU loops inside the block."""
+    previous = _state["enabled"]
+    _state["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _state["enabled"] = previous
+
+
+def compiled_for(like):
+    """Whether the loops for tensors like ``like`` (device, dtype) run compiled."""
+    return (
+        _compiled is not None
+        and _state["enabled"]
+        and like.device.type == "cpu"
+        and like.dtype in (torch.float32, torch.float64)
+    )
+
+
+def _check_float(name, x, like):
+    if x.dtype != like.dtype or x.device != like.device:
+        raise ValueError(f"{name} must have dtype {like.dtype} on {like.device}, got "
+                         f"{x.dtype} on {x.device}")
+
+
+def _sequence_stride(x, per_sequence_dims):
+    """0 for a tensor shared by all sequences, else the number of its entries per sequence."""
+    return 0 if x.dim() == per_sequence_dims else x[0].numel()
+
+
+def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
+    """
+    Run thinning over fixed candidates, without autograd.
+
+    :param base: bias (plus any context share) of the potentials, ``(N, D)`` or per candidate
+        ``(N, R, D)``.
+    :param decay: trace decay factors since the previous candidate, ``(N, R, L)``.
+    :param weight: jumps ``W[i, l, j]`` of trace ``(l, j)`` for a mark on neuron ``i``:
+        ``(D, L, D)``, or per sequence ``(N, D, L, D)``.
+    :param mask: ``(N, R)``, 1 at real candidates and 0 at padding ones (their mark is zero).
+    :param mode: ``EXACT`` (``draws`` are ``(N, R)`` uniforms on ``[0, D)``; neuron ``j`` spikes
+        when the draw falls in its share :math:`\\sigma(u_j)` of the cumulated shares) or
+        ``RELAXED`` (``draws`` are ``(N, R, D + 1)`` Gumbel noises divided by the temperature;
+        the mark is the first ``D`` entries of
+        :math:`\\mathrm{softmax}(\\log\\pi(u)/\\tau + g/\\tau)`).
+    :param float inv_temp: :math:`1/\\tau` (relaxed mode).
+    :returns: ``(potentials, marks, probs)``: left potentials ``(N, R, D)``, marks
+        ``(N, R, D)`` and, in relaxed mode, the softmax probabilities ``(N, R, D + 1)``
+        (``None`` in exact mode).
+    """
+    with torch.no_grad():
+        n, num_rows, num_basis = decay.shape
+        d = weight.shape[-1]
+        for name, x in (("base", base), ("weight", weight), ("mask", mask), ("draws", draws)):
+            _check_float(name, x, decay)
+        base, decay, weight = base.contiguous(), decay.contiguous(), weight.contiguous()
+        mask, draws = mask.contiguous(), draws.contiguous()
+        potentials = decay.new_empty(n, num_rows, d)
+        marks = decay.new_zeros(n, num_rows, d)
+        probs = decay.new_empty(n, num_rows, d + 1) if mode == RELAXED else None
+        if compiled_for(decay):
+            per_row = base.dim() == 3
+            _compiled.thinning_forward(
+                decay.dtype == torch.float64, n, num_rows, num_basis, d,
+                base.data_ptr(), base[0].numel(), d if per_row else 0,
+                decay.data_ptr(), weight.data_ptr(), _sequence_stride(weight, 3),
+                mask.data_ptr(), mode, draws.data_ptr(), float(inv_temp),
+                potentials.data_ptr(), marks.data_ptr(),
+                probs.data_ptr() if probs is not None else potentials.data_ptr(),
+            )
+            return potentials, marks, probs
+        return _torch_forward(base, decay, weight, mask, mode, draws, inv_temp,
+                              potentials, marks, probs)
+
+
+def _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, marks, probs):
+    n, num_rows, num_basis = decay.shape
+    d = weight.shape[-1]
+    state = decay.new_zeros(n, num_basis, d)
+    flat = state.view(n, num_basis * d)
+    jumps = weight.reshape(weight.shape[:-3] + (d, num_basis * d))
+    batched = jumps.dim() == 3
+    per_row = base.dim() == 3
+    decay = decay.unsqueeze(-1)
+    mask = mask.unsqueeze(-1)
+    labels = torch.arange(d, device=decay.device)
+    with sequential_threads(state.numel()):
+        for r in range(num_rows):
+            state.mul_(decay[:, r])
+            u = torch.add(base[:, r] if per_row else base, state.sum(1), out=potentials[:, r])
+            if mode == RELAXED:
+                # log pi up to a constant: log sigma(u_j) = u_j - softplus(u_j) for a spike of
+                # j, log sum_j sigma(-u_j) = logsumexp(-softplus(u)) for no spike
+                sp = F.softplus(u)
+                z = torch.cat([u - sp, torch.logsumexp(-sp, -1, keepdim=True)], -1)
+                z = z.mul_(inv_temp).add_(draws[:, r])
+                y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True), out=probs[:, r])[:, :d]
+            else:
+                label = (torch.sigmoid(u).cumsum(-1) < draws[:, r : r + 1]).sum(-1)
+                y = (labels == label.unsqueeze(-1)).to(u)
+            mark = torch.mul(y, mask[:, r], out=marks[:, r])
+            if batched:
+                flat.unsqueeze(1).baddbmm_(mark.unsqueeze(1), jumps)
+            else:
+                flat.addmm_(mark, jumps)
+    return potentials, marks, probs
+
+
+def relaxed_adjoint(decay, weight, grad, y_spike, p_coef, q_coef):
+    """
+    Reverse sweep of the relaxed thinning loop's adjoint (see
+    :class:`~pyro_spikes.distributions.relaxed.RelaxedPointProcess`): with :math:`A` the adjoint
+    of the traces after row :math:`r`, :math:`g = \\bar y_r + \\sum_{l,j} W_{:,l,j} A_{l,j}`,
+    :math:`\\bar u_r = P_r g - (y_r\\cdot g) Q_r` and :math:`A \\leftarrow (A + \\bar u_r)
+    e^{-\\Delta s_r/\\tau_l}`.
+
+    :param decay: ``(N, R, L)``; ``weight``: ``(D, L, D)`` or ``(N, D, L, D)``;
+        ``grad``, ``y_spike``, ``p_coef``, ``q_coef``: ``(N, R, D)``.
+    :returns: :math:`\\bar u` of shape ``(N, R, D)``.
+    """
+    with torch.no_grad():
+        n, num_rows, num_basis = decay.shape
+        d = weight.shape[-1]
+        for name, x in (("weight", weight), ("grad", grad), ("y_spike", y_spike),
+                        ("p_coef", p_coef), ("q_coef", q_coef)):
+            _check_float(name, x, decay)
+        decay, weight, grad = decay.contiguous(), weight.contiguous(), grad.contiguous()
+        y_spike, p_coef, q_coef = y_spike.contiguous(), p_coef.contiguous(), q_coef.contiguous()
+        u_bar = decay.new_empty(n, num_rows, d)
+        if compiled_for(decay):
+            _compiled.relaxed_backward(
+                decay.dtype == torch.float64, n, num_rows, num_basis, d,
+                decay.data_ptr(), weight.data_ptr(), _sequence_stride(weight, 3),
+                grad.data_ptr(), y_spike.data_ptr(), p_coef.data_ptr(), q_coef.data_ptr(),
+                u_bar.data_ptr(),
+            )
+            return u_bar
+        adj = decay.new_zeros(n, num_basis, d)
+        flat = adj.view(n, num_basis * d)
+        # (.., L*D, D): maps the traces' adjoint to the marks' sources
+        jumps_t = weight.reshape(weight.shape[:-3] + (d, num_basis * d)).transpose(-1, -2)
+        batched = jumps_t.dim() == 3
+        decay = decay.unsqueeze(-1)
+        with sequential_threads(adj.numel()):
+            for r in reversed(range(num_rows)):
+                if batched:
+                    g = torch.bmm(flat.unsqueeze(1), jumps_t).squeeze(1)
+                else:
+                    g = flat.mm(jumps_t)
+                g = g.add_(grad[:, r])
+                dot = (y_spike[:, r] * g).sum(-1, keepdim=True)
+                torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r])
+                adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
+        return u_bar

@@ -1,0 +1,18 @@
+"""
+Build script for the optional C extension ``pyro_spikes._kernels`` (the compiled sequential
+loops of thinning). Everything else is in pyproject.toml. Without a C compiler the extension is
+skipped and pyro_spikes runs the same loops in PyTorch.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "pyro_spikes._kernels",
+            sources=["pyro_spikes/_kernels.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,105 @@
+"""The compiled thinning loops agree with the PyTorch loops, and the switch between them works."""
+
+import pytest
+import torch
+
+from pyro_spikes import pack_spikes
+from pyro_spikes.distributions import RelaxedPointProcess, SpikingPointProcess
+from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions.kernels import compiled_loops, has_compiled_loops
+
+needs_compiled = pytest.mark.skipif(not has_compiled_loops(), reason="_kernels not built")
+# roundoff differs between the two paths (summation order, exp/log1p implementations) and the
+# recursion carries it along the rows: agreement to this fraction of the largest entry
+TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+
+
+def close(a, b, dtype):
+    return (a - b).abs().max() <= TOL[dtype] * (1 + b.abs().max())
+
+
+def loop_inputs(n, r, l, d, dtype, per_row, batched, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn((n, r, d) if per_row else (n, d), generator=g, dtype=dtype)
+    gaps = torch.rand(n, r, 1, generator=g, dtype=dtype) * 0.3
+    decay = torch.exp(-gaps * torch.tensor([2.0, 0.5, 1.0][:l], dtype=dtype))
+    weight = torch.randn(((n,) if batched else ()) + (d, l, d), generator=g, dtype=dtype) * 2
+    mask = (torch.arange(r) < torch.tensor([r, r - 7, r // 2][:n]).unsqueeze(-1)).to(dtype)
+    return base, decay, weight, mask, g
+
+
+def both(fn):
+    with compiled_loops(True):
+        fast = fn()
+    with compiled_loops(False):
+        slow = fn()
+    return fast, slow
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("per_row,batched", [(False, False), (True, False), (True, True)])
+def test_relaxed_loop_and_adjoint_agree(dtype, per_row, batched):
+    n, r, l, d = 3, 150, 2, 4
+    base, decay, weight, mask, g = loop_inputs(n, r, l, d, dtype, per_row, batched)
+    u = torch.rand(n, r, d + 1, generator=g, dtype=dtype).clamp(1e-6, 1 - 1e-6)
+    noise = -torch.log(-torch.log(u)) / 0.3
+    fast, slow = both(lambda: kernels.thinning_loop(base, decay, weight, mask, kernels.RELAXED,
+                                                    noise, 1 / 0.3))
+    for a, b in zip(fast, slow):
+        assert close(a, b, dtype)
+    potentials, marks, probs = fast
+    assert close(probs.sum(-1), torch.ones((), dtype=dtype), dtype)
+    assert (marks[mask == 0] == 0).all() and (marks[mask == 1].sum(-1) > 0).all()
+    # adjoint coefficients of the size the relaxed backward makes (bounded by 1/tau)
+    coefs = [torch.randn(n, r, d, generator=g, dtype=dtype)]
+    coefs += [torch.rand(n, r, d, generator=g, dtype=dtype) * s for s in (1.0, 0.2, 0.2)]
+    fast, slow = both(lambda: kernels.relaxed_adjoint(decay, weight, *coefs))
+    assert close(fast, slow, dtype)
+
+
+@needs_compiled
+@pytest.mark.parametrize("batched", [False, True])
+def test_exact_loop_agrees(batched):
+    n, r, l, d = 3, 400, 2, 3
+    base, decay, weight, mask, g = loop_inputs(n, r, l, d, torch.float64, True, batched)
+    draws = torch.rand(n, r, generator=g, dtype=torch.float64) * d
+    fast, slow = both(lambda: kernels.thinning_loop(base, decay, weight, mask, kernels.EXACT,
+                                                    draws))
+    assert fast[2] is None and slow[2] is None
+    assert torch.equal(fast[1], slow[1])  # identical one-hot decisions
+    assert torch.allclose(fast[0], slow[0], rtol=1e-10, atol=1e-12)
+    spikes = fast[1].sum(-1)
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0} and 0 < spikes.mean() < 1
+
+
+@needs_compiled
+def test_rsample_and_gradients_agree_end_to_end():
+    g = torch.Generator().manual_seed(4)
+    bias = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = (torch.rand(2, 4, 4, generator=g, dtype=torch.float64) * 4 - 2).requires_grad_()
+    tau = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    context = pack_spikes([[0.3, 1.1, 4.0], [0.5, 2.2, 2.8]], 5.0, dtype=torch.float64)
+
+    def run():
+        torch.manual_seed(9)
+        proc = SpikingPointProcess(bias, weight, tau, 5.0, 3.0, neurons=[0, 2], context=context)
+        x = RelaxedPointProcess(proc, 0.4).rsample((3,))
+        loss = (x[..., 1:].sum(-2) ** 2).sum() + proc.log_prob(x).sum()
+        return (x, *torch.autograd.grad(loss, (bias, weight, tau)))
+
+    fast, slow = both(run)
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_switch_and_device_dispatch():
+    like = torch.zeros(1, dtype=torch.float64)
+    with compiled_loops(False):
+        assert not kernels.compiled_for(like)
+    assert kernels.compiled_for(like) == has_compiled_loops()
+    assert not kernels.compiled_for(like.to(torch.float16))  # the PyTorch loops take the rest
+    with pytest.raises(ValueError, match="weight must have dtype torch.float64"):
+        kernels.relaxed_adjoint(torch.ones(1, 2, 1, dtype=torch.float64),
+                                torch.ones(1, 1, 1), *[torch.ones(1, 2, 1,
+                                                                  dtype=torch.float64)] * 4)
