@@ -9,7 +9,9 @@ a fresh model (the optimiser update, negligible, is left out). Kajino's publishe
 about 37 s (path-wise) and 15 s (score function) per gradient; the target here is <= 0.1 s.
 
 Prints a markdown table (median and minimum over ``--repeats`` estimates after one warm-up, wall
-clock and process CPU time) with the machine: CPU model, cores, torch version, threads.
+clock and process CPU time) with the machine: CPU model, cores, torch version, threads. The
+sequential thinning loops run compiled (``pyro_spikes._kernels``) or as PyTorch operations:
+``--loops compiled,torch`` times both in the same process.
 ``--quick`` shrinks the problem (2 sequences, T = 10) for smoke tests.
 """
 
@@ -22,6 +24,7 @@ import time
 import pyro
 import torch
 
+from pyro_spikes.distributions.kernels import compiled_loops, has_compiled_loops
 from pyro_spikes.models import SNN
 from pyro_spikes.models.paper import kajino_ground_truth
 from pyro_spikes.models.training import ESTIMATORS
@@ -66,15 +69,23 @@ def main(args):
     pyro.set_rng_seed(args.seed)
     truth = kajino_ground_truth(args.seed, duration=duration, upper_bound=args.upper_bound)
     observed, _ = truth.simulate(num_sequences)
+    loops = args.loops.split(",")
+    for loop in loops:
+        if loop not in ("compiled", "torch"):
+            raise ValueError(f"--loops: unknown {loop!r}, choose from compiled, torch")
+        if loop == "compiled" and not has_compiled_loops():
+            raise RuntimeError("--loops compiled: pyro_spikes._kernels was not built")
     rows = []
-    for name in args.estimators.split(","):
-        if name not in ESTIMATORS:
-            raise ValueError(f"--estimators: unknown {name!r}, choose from {sorted(ESTIMATORS)}")
-        pyro.clear_param_store()
-        pyro.set_rng_seed(args.seed + 1)
-        snn = SNN(truth.num_observed, truth.num_hidden, duration, upper_bound=args.upper_bound)
-        wall, cpu = time_gradients(snn, observed, name, args.repeats)
-        rows.append((name, wall, cpu))
+    for loop in loops:
+        for name in args.estimators.split(","):
+            if name not in ESTIMATORS:
+                raise ValueError(f"--estimators: unknown {name!r}, choose from {sorted(ESTIMATORS)}")
+            pyro.clear_param_store()
+            pyro.set_rng_seed(args.seed + 1)
+            snn = SNN(truth.num_observed, truth.num_hidden, duration, upper_bound=args.upper_bound)
+            with compiled_loops(loop == "compiled"):
+                wall, cpu = time_gradients(snn, observed, name, args.repeats)
+            rows.append((name, loop, wall, cpu))
 
     print(f"# SVI gradient estimate, {num_sequences} sequences, T = {duration:g}, "
           f"a = {args.upper_bound:g}, 2 observed + 4 hidden neurons")
@@ -84,11 +95,16 @@ def main(args):
           f"Python {platform.python_version()}; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print()
-    print("| estimator | median s (wall) | min s (wall) | median s (CPU) | repeats |")
-    print("|---|---:|---:|---:|---:|")
-    for name, wall, cpu in rows:
-        print(f"| {LABELS[name]} | {statistics.median(wall):.3f} | {min(wall):.3f} | "
+    print("| estimator | loops | median s (wall) | min s (wall) | median s (CPU) | repeats |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, loop, wall, cpu in rows:
+        print(f"| {LABELS[name]} | {loop} | {statistics.median(wall):.3f} | {min(wall):.3f} | "
               f"{statistics.median(cpu):.3f} | {len(wall)} |")
+    print()
+    for loop in loops:
+        med = {name: statistics.median(wall) for name, lp, wall, _ in rows if lp == loop}
+        if "pathwise" in med and "reinforce" in med:
+            print(f"path-wise / REINFORCE ({loop} loops): {med['pathwise'] / med['reinforce']:.2f}x")
     print()
     print("Kajino's published code: ~37 s (path-wise), ~15 s (score function); target <= 0.1 s.")
     return rows
@@ -103,5 +119,7 @@ if __name__ == "__main__":
     parser.add_argument("--upper-bound", type=float, default=5.0)
     parser.add_argument("--estimators", default="pathwise,reinforce,reinforce_baseline")
     parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--loops", default="compiled" if has_compiled_loops() else "torch",
+                        help="comma-separated: compiled (C extension, CPU) and/or torch")
     parser.add_argument("--quick", action="store_true", help="2 sequences, T = 10 (smoke test)")
     main(parser.parse_args())

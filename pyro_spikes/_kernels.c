@@ -1,5 +1,7 @@
 /*
- * Compiled per-candidate loops of thinning for pyro_spikes (CPU, float32 and float64).
+ * Compiled per-candidate loops of thinning for pyro_spikes (CPU, float32 and float64):
+ * SpikingPointProcess (exact and relaxed marks, and the relaxed adjoint) and Ogata's thinning
+ * of HawkesProcess.
  *
  * The candidates of a thinning run are inherently sequential: the mark of candidate r depends
  * on the marks of all earlier ones through the exponential-basis traces. In PyTorch each
@@ -151,6 +153,81 @@
         return 0;                                                                              \
     }
 
+
+/*
+ * Ogata's thinning of a linear Hawkes process with exponential kernels (see
+ * HawkesProcess.sample), one chunk of C candidates per sequence, continuing from the state and
+ * time left by the previous chunk. Uniform decay: state (N, D) is the excitation cumulated over
+ * the receiving neuron, neg_beta (N, 1), table (D + 1, D) the cumulated jumps; otherwise state
+ * (N, D, D) holds the excitation of i by j at [j, i], neg_beta (N, D, D) at [j, i], table
+ * (D + 1, D) the jumps of row j. Table row D (rejection) is zero. The bound right after the
+ * current time is the total intensity (it only decays until the next candidate); a candidate at
+ * gap e / bound takes label = #{i : cum_i < u * bound} (D = rejected). Once a sequence is past
+ * the duration the rest of its chunk is rejected candidates at its final time.
+ */
+#define DEFINE_HAWKES(T, SUF, EXP)                                                             \
+    static void hawkes_##SUF(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform,          \
+                             T duration, const T *mu, const T *cmu, const T *neg_beta,         \
+                             const T *table, Py_ssize_t table_seq, T *state, T *t_now,         \
+                             const T *exps, const T *unifs, T *times, int64_t *labels) {       \
+        for (Py_ssize_t n = 0; n < N; n++) {                                                  \
+            const T *m = mu + n * D, *cm = cmu + n * D, *tab = table + n * table_seq;         \
+            const T mu_sum = cm[D - 1];                                                        \
+            T *st = state + n * (uniform ? D : D * D);                                         \
+            const T *nb = neg_beta + n * (uniform ? 1 : D * D);                                \
+            T t = t_now[n];                                                                    \
+            for (Py_ssize_t c = 0; c < C; c++) {                                              \
+                const Py_ssize_t k = n * C + c;                                                \
+                if (!(t <= duration)) { /* finished (or NaN) */                                \
+                    times[k] = t;                                                              \
+                    labels[k] = D;                                                             \
+                    continue;                                                                  \
+                }                                                                              \
+                int64_t label = 0;                                                             \
+                if (uniform) {                                                                 \
+                    const T bound = st[D - 1] + mu_sum;                                        \
+                    const T gap = exps[k] / bound;                                             \
+                    t += gap;                                                                  \
+                    const T f = EXP(gap * nb[0]);                                              \
+                    const T level = unifs[k] * bound;                                          \
+                    for (Py_ssize_t i = 0; i < D; i++) {                                      \
+                        st[i] *= f;                                                            \
+                        if (st[i] + cm[i] < level) label = i + 1;                              \
+                    }                                                                          \
+                    if (label < D) {                                                           \
+                        const T *row = tab + label * D;                                        \
+                        for (Py_ssize_t i = 0; i < D; i++) st[i] += row[i];                   \
+                    }                                                                          \
+                } else {                                                                       \
+                    T bound = mu_sum;                                                          \
+                    for (Py_ssize_t q = 0; q < D * D; q++) bound += st[q];                    \
+                    const T gap = exps[k] / bound;                                             \
+                    t += gap;                                                                  \
+                    for (Py_ssize_t q = 0; q < D * D; q++) st[q] *= EXP(gap * nb[q]);         \
+                    const T level = unifs[k] * bound;                                          \
+                    T cum = 0;                                                                 \
+                    for (Py_ssize_t i = 0; i < D; i++) {                                      \
+                        T total = m[i];                                                        \
+                        for (Py_ssize_t j = 0; j < D; j++) total += st[j * D + i];            \
+                        cum += total;                                                          \
+                        if (cum < level) label = i + 1;                                        \
+                    }                                                                          \
+                    if (label < D) {                                                           \
+                        const T *row = tab + label * D;                                        \
+                        T *dst = st + label * D;                                               \
+                        for (Py_ssize_t i = 0; i < D; i++) dst[i] += row[i];                  \
+                    }                                                                          \
+                }                                                                              \
+                times[k] = t;                                                                  \
+                labels[k] = label;                                                             \
+            }                                                                                  \
+            t_now[n] = t;                                                                      \
+        }                                                                                      \
+    }
+
+DEFINE_HAWKES(double, f64, exp)
+DEFINE_HAWKES(float, f32, expf)
+
 DEFINE_KERNELS(double, f64, exp, log, log1p)
 DEFINE_KERNELS(float, f32, expf, logf, log1pf)
 
@@ -204,11 +281,37 @@ static PyObject *relaxed_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
+    int is_double, uniform;
+    Py_ssize_t N, C, D, table_seq;
+    double duration;
+    unsigned long long mu, cmu, neg_beta, table, state, t_now, exps, unifs, times, labels;
+    if (!PyArg_ParseTuple(args, "innnidKKKKnKKKKKK", &is_double, &N, &C, &D, &uniform,
+                          &duration, &mu, &cmu, &neg_beta, &table, &table_seq, &state, &t_now,
+                          &exps, &unifs, &times, &labels))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        hawkes_f64(N, C, D, uniform, duration, PTR(double, mu), PTR(double, cmu),
+                   PTR(double, neg_beta), PTR(double, table), table_seq, PTR(double, state),
+                   PTR(double, t_now), PTR(double, exps), PTR(double, unifs),
+                   PTR(double, times), PTR(int64_t, labels));
+    else
+        hawkes_f32(N, C, D, uniform, (float)duration, PTR(float, mu), PTR(float, cmu),
+                   PTR(float, neg_beta), PTR(float, table), table_seq, PTR(float, state),
+                   PTR(float, t_now), PTR(float, exps), PTR(float, unifs), PTR(float, times),
+                   PTR(int64_t, labels));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"thinning_forward", thinning_forward, METH_VARARGS,
      "Sequential thinning loop (exact or relaxed marks) over contiguous CPU buffers."},
     {"relaxed_backward", relaxed_backward, METH_VARARGS,
      "Reverse adjoint sweep of the relaxed thinning loop over contiguous CPU buffers."},
+    {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
+     "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
     {NULL, NULL, 0, NULL},
 };
 

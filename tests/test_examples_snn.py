@@ -47,7 +47,15 @@ def test_training_time(tmp_path):
     assert (tmp_path / "training_time.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("estimators", ["pathwise,reinforce,reinforce_baseline"])
-def test_benchmark_svi_quick(estimators):
-    out = _run("benchmarks/svi.py", "--repeats", 1, "--quick", "--estimators", estimators)
-    assert "| estimator |" in out and "torch" in out and "path-wise" in out
+def test_benchmark_svi_quick():
+    from pyro_spikes.distributions.kernels import has_compiled_loops
+
+    loops = "compiled,torch" if has_compiled_loops() else "torch"
+    out = _run("benchmarks/svi.py", "--repeats", 1, "--quick", "--loops", loops,
+               "--estimators", "pathwise,reinforce,reinforce_baseline")
+    assert "| estimator |" in out
+    for loop in loops.split(","):
+        for label in ("path-wise (relaxed, Trace_ELBO)", "REINFORCE (Trace_ELBO)",
+                      "REINFORCE + baseline (TraceGraph_ELBO)"):
+            assert f"| {label} | {loop} |" in out
+        assert f"path-wise / REINFORCE ({loop} loops)" in out

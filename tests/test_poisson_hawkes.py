@@ -134,7 +134,7 @@ def expected_hawkes_counts(mu, alpha, beta, T):
     return mu * T + z[d:2 * d]
 
 
-def test_hawkes_mean_counts():
+def test_hawkes_mean_counts(loop_backend):
     torch.manual_seed(4)
     T, beta = 15.0, 2.0
     h = HawkesProcess(MU.float(), ALPHA.float(), beta, duration=T)
@@ -150,7 +150,7 @@ def test_hawkes_mean_counts():
 
 
 @pytest.mark.parametrize("beta", [BETA, 2.0])
-def test_hawkes_time_rescaling(beta):
+def test_hawkes_time_rescaling(beta, loop_backend):
     torch.manual_seed(5)
     h = HawkesProcess(MU, ALPHA, beta, duration=400.0)  # long windows: see test_spiking
     x = h.sample((5,))
@@ -162,7 +162,7 @@ def test_hawkes_time_rescaling(beta):
     assert stats.kstest(rescaled_intervals(wrong, x).numpy(), "expon").pvalue < 1e-4
 
 
-def test_hawkes_matches_independent_simulator():
+def test_hawkes_matches_independent_simulator(loop_backend):
     # our Ogata sampler vs a plain sequential (per-event, numpy) Ogata simulation: counts agree
     rng = np.random.default_rng(6)
     mu, alpha, beta, T = MU.numpy(), ALPHA.numpy(), BETA.numpy(), 10.0
@@ -188,6 +188,31 @@ def test_hawkes_matches_independent_simulator():
     ours = HawkesProcess(MU, ALPHA, BETA, T).sample((2000,))[..., 1:].sum(-2).numpy()
     for d in range(3):
         assert stats.ks_2samp(ref[:, d], ours[:, d]).pvalue > 0.01
+
+
+def test_hawkes_batched_parameters_and_overflow(loop_backend):
+    # per-element baselines, adjacencies and decays (the per-sequence tables of the samplers)
+    torch.manual_seed(8)
+    mu = torch.stack([MU, 2 * MU])
+    alpha = torch.stack([ALPHA, 0.5 * ALPHA.t()])
+    T, num = 8.0, 1500
+    # one decay per element (the projected path): mean counts match each element's closed form
+    beta = torch.tensor([1.5, 2.0], dtype=MU.dtype).view(2, 1, 1).expand(2, 3, 3)
+    counts = HawkesProcess(mu, alpha, beta, T).sample((num,))[..., 1:].sum(-2)
+    for b in range(2):
+        expected = expected_hawkes_counts(mu[b], alpha[b], float(beta[b, 0, 0]), T)
+        se = counts[:, b].std(0) / math.sqrt(num)
+        assert (np.abs(counts[:, b].mean(0).numpy() - expected) < 4 * se.numpy()).all()
+    # matrix decays per element: each element's counts match the same process sampled alone
+    beta = torch.stack([BETA, BETA.t() * 2])
+    together = HawkesProcess(mu, alpha, beta, T).sample((num,))[..., 1:].sum(-2)
+    for b in range(2):
+        alone = HawkesProcess(mu[b], alpha[b], beta[b], T).sample((num,))[..., 1:].sum(-2)
+        se = (together[:, b].var(0) / num + alone.var(0) / num).sqrt()
+        assert ((together[:, b].mean(0) - alone.mean(0)).abs() < 4 * se).all()
+    # an explosive process overflows its capacity with a clear error, not a truncation
+    with pytest.raises(ValueError, match="capacity=50 exceeded"):
+        HawkesProcess(MU, ALPHA * 4, 1.0, duration=20.0, capacity=50).sample((2,))
 
 
 def test_hawkes_shapes_expand_and_errors():

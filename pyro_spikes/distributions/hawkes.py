@@ -4,6 +4,7 @@ import torch
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
+from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     as_param,
@@ -195,6 +196,8 @@ class HawkesProcess(PointProcess):
             else:
                 neg_beta = -self.decay.transpose(-1, -2).expand(shape + (d, d)).reshape(n, d, d)
                 state = mu.new_zeros(n, d, d)  # state[n, j, i]: excitation of i by j
+            if kernels.compiled_for(mu):
+                return self._sample_compiled(mu, cmu, neg_beta, table, state, shape)
             t = mu.new_zeros(n, 1)
             rows = torch.arange(n, device=mu.device)
             times, labels = [], []
@@ -243,3 +246,32 @@ class HawkesProcess(PointProcess):
                 labels = torch.stack(labels, -1)
                 accepted = (labels < d) & (times <= self.duration)
                 return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
+
+    def _sample_compiled(self, mu, cmu, neg_beta, table, state, shape):
+        """The same thinning with the compiled per-sequence loop (CPU), in growing chunks."""
+        n, d = mu.shape
+        mu, cmu = mu.contiguous(), cmu.contiguous()
+        neg_beta, table = neg_beta.contiguous(), table.contiguous()
+        t = mu.new_zeros(n)
+        times, labels = [], []
+        counts = torch.zeros(n, dtype=torch.long)
+        # a first guess at the candidates per sequence: the baseline's count, doubled
+        chunk = max(64, min(4096, int(2 * float(cmu[:, -1].max()) * self.duration) + 16))
+        while True:
+            exps = torch.empty(n, chunk, dtype=mu.dtype).exponential_()
+            unifs = torch.rand(n, chunk, dtype=mu.dtype)
+            chunk_times, chunk_labels = kernels.hawkes_chunk(
+                mu, cmu, neg_beta, table, state, t, exps, unifs, self.duration
+            )
+            times.append(chunk_times)
+            labels.append(chunk_labels)
+            # stop as soon as a realisation overflows (an explosive process never ends)
+            counts += ((chunk_labels < d) & (chunk_times <= self.duration)).sum(-1)
+            self._check_capacity(counts)
+            if not bool((t <= self.duration).any()):  # NaN counts as finished
+                break
+            chunk = min(2 * chunk, 16384)
+        times = torch.cat(times, -1)
+        labels = torch.cat(labels, -1)
+        accepted = (labels < d) & (times <= self.duration)
+        return self._compact(times, accepted, labels.clamp(max=d - 1), shape)

@@ -204,3 +204,35 @@ def relaxed_adjoint(decay, weight, grad, y_spike, p_coef, q_coef):
                 torch.sub(p_coef[:, r] * g, dot * q_coef[:, r], out=u_bar[:, r])
                 adj.add_(u_bar[:, r].unsqueeze(1)).mul_(decay[:, r])
         return u_bar
+
+
+def hawkes_chunk(mu, cmu, neg_beta, table, state, t, exps, unifs, duration):
+    """
+    One chunk of Ogata's thinning of a linear exponential-kernel Hawkes process per sequence,
+    compiled (see :meth:`HawkesProcess.sample
+    <pyro_spikes.distributions.HawkesProcess.sample>` for the state layout); updates ``state``
+    ``(N, D)`` (uniform decay, cumulated) or ``(N, D, D)`` and the current times ``t`` ``(N,)``
+    in place. A sequence past ``duration`` fills the rest of its chunk with rejected candidates.
+
+    :param exps: ``(N, C)`` Exp(1) draws; ``unifs``: ``(N, C)`` uniform draws.
+    :returns: candidate times ``(N, C)`` and labels ``(N, C)`` (``D`` = rejected).
+    """
+    if not compiled_for(mu):
+        raise RuntimeError("hawkes_chunk needs the compiled loops and a CPU float tensor")
+    n, num = exps.shape
+    d = mu.shape[-1]
+    uniform = state.dim() == 2
+    for name, x in (("cmu", cmu), ("neg_beta", neg_beta), ("table", table), ("state", state),
+                    ("t", t), ("exps", exps), ("unifs", unifs)):
+        _check_float(name, x, mu)
+        if not x.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    times = mu.new_empty(n, num)
+    labels = torch.empty(n, num, dtype=torch.long)
+    _compiled.hawkes_chunk(
+        mu.dtype == torch.float64, n, num, d, uniform, float(duration), mu.data_ptr(),
+        cmu.data_ptr(), neg_beta.data_ptr(), table.data_ptr(),
+        0 if table.shape[0] == d + 1 else (d + 1) * d, state.data_ptr(), t.data_ptr(),
+        exps.data_ptr(), unifs.data_ptr(), times.data_ptr(), labels.data_ptr(),
+    )
+    return times, labels
