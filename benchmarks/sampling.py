@@ -9,7 +9,9 @@ same mean counts per neuron, and measures :class:`~pyro_spikes.distributions.Spi
 sampling and ``log_prob`` throughput for several network sizes. tick is only a benchmark peer
 (install it in a separate virtual environment); without it the script reports our figures only.
 
-Run with ``PYTHONPATH=. python benchmarks/sampling.py [--quick] [--out results.json]``.
+Run with ``PYTHONPATH=. python benchmarks/sampling.py [--quick] [--out results.json]``; the
+sequential loops run compiled when ``pyro_spikes._kernels`` is built (``PYRO_SPIKES_COMPILED=0``
+times the PyTorch loops instead).
 Timings are the best of ``--repeats`` runs with ``torch.set_num_threads(--threads)``.
 """
 
@@ -30,6 +32,7 @@ except ImportError:  # run from a checkout without PYTHONPATH
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pyro_spikes.distributions import HawkesProcess, SpikingPointProcess  # noqa: E402
+from pyro_spikes.distributions.kernels import compiled_for  # noqa: E402
 
 try:
     import tick
@@ -56,6 +59,8 @@ def machine_info(threads):
         "torch": torch.__version__,
         "numpy": np.__version__,
         "tick": tick.__version__ if tick is not None else "missing",
+        # sequential loops: the C extension, or PyTorch ops (PYRO_SPIKES_COMPILED=0 / not built)
+        "loops": "compiled" if compiled_for(torch.zeros((), dtype=torch.float64)) else "torch",
         "load_average_at_start": round(os.getloadavg()[0], 1),
     }
 

@@ -77,7 +77,7 @@ def _check_float(name, x, like):
 
 def _sequence_stride(x, per_sequence_dims):
     """0 for a tensor shared by all sequences, else the number of its entries per sequence."""
-    return 0 if x.dim() == per_sequence_dims else x[0].numel()
+    return 0 if x.dim() == per_sequence_dims else x.shape[1:].numel()
 
 
 def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
@@ -114,7 +114,7 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
             per_row = base.dim() == 3
             _compiled.thinning_forward(
                 decay.dtype == torch.float64, n, num_rows, num_basis, d,
-                base.data_ptr(), base[0].numel(), d if per_row else 0,
+                base.data_ptr(), num_rows * d if per_row else d, d if per_row else 0,
                 decay.data_ptr(), weight.data_ptr(), _sequence_stride(weight, 3),
                 mask.data_ptr(), mode, draws.data_ptr(), float(inv_temp),
                 potentials.data_ptr(), marks.data_ptr(),
