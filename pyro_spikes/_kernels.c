@@ -321,4 +321,15 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+/* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
+   back to the PyTorch loops) when an installed build does not match its source. */
+#define KERNELS_VERSION 2
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "VERSION", KERNELS_VERSION)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -103,3 +103,12 @@ def test_switch_and_device_dispatch():
         kernels.relaxed_adjoint(torch.ones(1, 2, 1, dtype=torch.float64),
                                 torch.ones(1, 1, 1), *[torch.ones(1, 2, 1,
                                                                   dtype=torch.float64)] * 4)
+
+
+def test_stale_build_is_refused_with_a_warning():
+    import types
+
+    with pytest.warns(RuntimeWarning, match="another version of _kernels.c"):
+        assert kernels._checked(types.SimpleNamespace(VERSION=kernels.VERSION - 1)) is None
+    fresh = types.SimpleNamespace(VERSION=kernels.VERSION)
+    assert kernels._checked(fresh) is fresh and kernels._checked(None) is None

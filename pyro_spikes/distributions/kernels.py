@@ -14,20 +14,44 @@ operations batched over sequences; the tests check that both paths agree.
 :func:`compiled_loops` switches the compiled path off (or on) for a block of code, e.g. to
 compare the two; the environment variable ``PYRO_SPIKES_COMPILED=0`` switches it off for the
 process.
+
+The extension is built from ``pyro_spikes/_kernels.c`` at install time; after editing that file,
+rebuild it (``pip install -e .`` or ``python setup.py build_ext --inplace``). A build that does
+not match the source's ``VERSION`` is ignored with a warning.
 """
 
 import contextlib
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from pyro_spikes.distributions.point_process import sequential_threads
 
+#: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
+VERSION = 2
+
+
+def _checked(module):
+    """``module`` if it was built from this version of ``_kernels.c``, else ``None`` (warned)."""
+    if module is not None and getattr(module, "VERSION", None) != VERSION:
+        warnings.warn(
+            "pyro_spikes._kernels was built from another version of _kernels.c "
+            f"({getattr(module, 'VERSION', None)}, expected {VERSION}); using the PyTorch "
+            "loops. Rebuild it with `pip install -e .` (or `python setup.py build_ext "
+            "--inplace`).",
+            RuntimeWarning,
+        )
+        return None
+    return module
+
+
 try:
     from pyro_spikes import _kernels as _compiled
 except ImportError:  # built without a C compiler: PyTorch loops everywhere
     _compiled = None
+_compiled = _checked(_compiled)
 
 __all__ = [
     "compiled_for",
