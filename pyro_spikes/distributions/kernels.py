@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 2
+VERSION = 3
 
 
 def _checked(module):
@@ -114,15 +114,17 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
     :param weight: jumps ``W[i, l, j]`` of trace ``(l, j)`` for a mark on neuron ``i``:
         ``(D, L, D)``, or per sequence ``(N, D, L, D)``.
     :param mask: ``(N, R)``, 1 at real candidates and 0 at padding ones (their mark is zero).
-    :param mode: ``EXACT`` (``draws`` are ``(N, R)`` uniforms on ``[0, D)``; neuron ``j`` spikes
-        when the draw falls in its share :math:`\\sigma(u_j)` of the cumulated shares) or
+    :param mode: ``EXACT`` (``draws`` are ``(N, R)`` uniforms on ``[0, D)``: the draw picks
+        neuron :math:`j = \\lfloor U \\rfloor` uniformly and its fractional part accepts with
+        probability :math:`\\sigma(u_j)`, so neuron :math:`j` spikes with probability
+        :math:`\\lambda_j / (a D)`; the compiled loop then updates the traces only at spikes) or
         ``RELAXED`` (``draws`` are ``(N, R, D + 1)`` Gumbel noises divided by the temperature;
         the mark is the first ``D`` entries of
         :math:`\\mathrm{softmax}(\\log\\pi(u)/\\tau + g/\\tau)`).
     :param float inv_temp: :math:`1/\\tau` (relaxed mode).
-    :returns: ``(potentials, marks, probs)``: left potentials ``(N, R, D)``, marks
-        ``(N, R, D)`` and, in relaxed mode, the softmax probabilities ``(N, R, D + 1)``
-        (``None`` in exact mode).
+    :returns: ``(potentials, marks, probs)``: marks ``(N, R, D)`` and, in relaxed mode, the
+        left potentials ``(N, R, D)`` and the softmax probabilities ``(N, R, D + 1)`` (both
+        ``None`` in exact mode).
     """
     with torch.no_grad():
         n, num_rows, num_basis = decay.shape
@@ -131,9 +133,10 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
             _check_float(name, x, decay)
         base, decay, weight = base.contiguous(), decay.contiguous(), weight.contiguous()
         mask, draws = mask.contiguous(), draws.contiguous()
-        potentials = decay.new_empty(n, num_rows, d)
+        relaxed = mode == RELAXED
         marks = decay.new_zeros(n, num_rows, d)
-        probs = decay.new_empty(n, num_rows, d + 1) if mode == RELAXED else None
+        potentials = decay.new_empty(n, num_rows, d) if relaxed else marks.new_empty(0)
+        probs = decay.new_empty(n, num_rows, d + 1) if relaxed else marks.new_empty(0)
         if compiled_for(decay):
             per_row = base.dim() == 3
             _compiled.thinning_forward(
@@ -142,11 +145,12 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
                 decay.data_ptr(), weight.data_ptr(), _sequence_stride(weight, 3),
                 mask.data_ptr(), mode, draws.data_ptr(), float(inv_temp),
                 potentials.data_ptr(), marks.data_ptr(),
-                probs.data_ptr() if probs is not None else potentials.data_ptr(),
+                probs.data_ptr(),
             )
-            return potentials, marks, probs
-        return _torch_forward(base, decay, weight, mask, mode, draws, inv_temp,
-                              potentials, marks, probs)
+        else:
+            _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, marks,
+                           probs)
+        return (potentials, marks, probs) if relaxed else (None, marks, None)
 
 
 def _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, marks, probs):
@@ -159,11 +163,19 @@ def _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials,
     per_row = base.dim() == 3
     decay = decay.unsqueeze(-1)
     mask = mask.unsqueeze(-1)
-    labels = torch.arange(d, device=decay.device)
+    if mode == EXACT:
+        # the draw U picks neuron floor(U) uniformly; its fractional part accepts with
+        # probability sigma(u_j)
+        label = draws.floor().clamp(0, d - 1).long()
+        accept_level = (draws - label).unsqueeze(-1)
+        label = label.unsqueeze(-1)
+        one_hot = F.one_hot(label.squeeze(-1), d).to(decay)
+        potentials = decay.new_empty(n, d)
     with sequential_threads(state.numel()):
         for r in range(num_rows):
             state.mul_(decay[:, r])
-            u = torch.add(base[:, r] if per_row else base, state.sum(1), out=potentials[:, r])
+            u = torch.add(base[:, r] if per_row else base, state.sum(1),
+                          out=potentials[:, r] if mode == RELAXED else potentials)
             if mode == RELAXED:
                 # log pi up to a constant: log sigma(u_j) = u_j - softplus(u_j) for a spike of
                 # j, log sum_j sigma(-u_j) = logsumexp(-softplus(u)) for no spike
@@ -172,8 +184,8 @@ def _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials,
                 z = z.mul_(inv_temp).add_(draws[:, r])
                 y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True), out=probs[:, r])[:, :d]
             else:
-                label = (torch.sigmoid(u).cumsum(-1) < draws[:, r : r + 1]).sum(-1)
-                y = (labels == label.unsqueeze(-1)).to(u)
+                accept = accept_level[:, r] < torch.sigmoid(u.gather(-1, label[:, r]))
+                y = one_hot[:, r] * accept
             mark = torch.mul(y, mask[:, r], out=marks[:, r])
             if batched:
                 flat.unsqueeze(1).baddbmm_(mark.unsqueeze(1), jumps)

@@ -413,7 +413,8 @@ class SpikingPointProcess(PointProcess):
             if self._whole_network and not kernels.compiled_for(self.bias):
                 return self._sample_fast(sample_shape)  # the PyTorch loop for a whole network
             stream = self._stream(sample_shape)
-            # candidate k is a spike of neuron d when U * |D| lands in its share sigma(u_d)
+            # U |D| picks neuron d = floor(U |D|) uniformly, its fractional part accepts with
+            # probability sigma(u_d): a spike of d with probability lambda_d / (a |D|)
             uniforms = torch.rand_like(stream.times) * self.num_neurons
             _, marks, _ = self._thinning_loop(stream, kernels.EXACT, uniforms)
             accepted = marks.sum(-1) > 0

@@ -1,0 +1,218 @@
+/*
+ * The loops of _kernels.c for one floating type, included once per type with
+ *   T      the type (double, float)
+ *   SUF    the suffix of the function names (f64, f32)
+ *   EXP, LOG, LOG1P  the matching math functions.
+ * See _kernels.c for the array layouts.
+ */
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUF)
+
+static T FN(softplus)(T x) { return x > 0 ? x + LOG1P(EXP(-x)) : LOG1P(EXP(x)); }
+
+/*
+ * Thinning over fixed candidates. Exact mode: the draw U D (U uniform on [0, 1)) picks the
+ * neuron j = floor(U D) uniformly and its fractional part accepts with probability sigma(u_j),
+ * so a spike of j has probability lambda_j / (a D). The traces then only need updating at
+ * spikes: between spikes they decay by f_l, the product of the candidates' decay factors, so a
+ * candidate costs O(L) and a spike O(L D). Potentials are not written. Relaxed mode: all traces
+ * decay at every candidate, u (all D) is written, the concrete mark
+ * y = softmax((log pi(u) + g) / tau) over D + 1 categories (spikes, no spike) is written to
+ * probs, and its first D entries (times the mask) are the mark.
+ */
+static int FN(forward)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, const T *base,
+                       Py_ssize_t base_seq, Py_ssize_t base_row, const T *decay,
+                       const T *weight, Py_ssize_t weight_seq, const T *mask, int mode,
+                       const T *draws, T inv_temp, T *potentials, T *marks, T *probs) {
+    T *state = (T *)malloc(sizeof(T) * (size_t)(L * D + 2 * (D + 1) + L));
+    if (!state) return -1;
+    T *z = state + L * D, *y = z + D + 1, *f = y + D + 1;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *w = weight + n * weight_seq;
+        memset(state, 0, sizeof(T) * (size_t)(L * D));
+        for (Py_ssize_t l = 0; l < L; l++) f[l] = 1;
+        for (Py_ssize_t r = 0; r < R; r++) {
+            const Py_ssize_t row = n * R + r;
+            const T *dec = decay + row * L;
+            const T *b = base + n * base_seq + r * base_row;
+            const T keep = mask[row];
+            T *m = marks + row * D;
+            for (Py_ssize_t j = 0; j < D; j++) m[j] = 0;
+            if (mode == MODE_EXACT) {
+                for (Py_ssize_t l = 0; l < L; l++) f[l] *= dec[l];
+                const T level = draws[row];
+                Py_ssize_t j = level > 0 ? (Py_ssize_t)level : 0;
+                if (j > D - 1) j = D - 1;
+                T uj = b[j];
+                for (Py_ssize_t l = 0; l < L; l++) uj += f[l] * state[l * D + j];
+                if (keep != 0 && level - (T)j < 1 / (1 + EXP(-uj))) {
+                    m[j] = keep;
+                    const T *wj = w + j * L * D;
+                    for (Py_ssize_t l = 0; l < L; l++) {
+                        T *v = state + l * D;
+                        const T *wl = wj + l * D;
+                        for (Py_ssize_t k = 0; k < D; k++) v[k] = v[k] * f[l] + keep * wl[k];
+                        f[l] = 1;
+                    }
+                }
+                continue;
+            }
+            T *u = potentials + row * D;
+            for (Py_ssize_t j = 0; j < D; j++) u[j] = 0;
+            for (Py_ssize_t l = 0; l < L; l++) {
+                T *v = state + l * D;
+                for (Py_ssize_t j = 0; j < D; j++) {
+                    v[j] *= dec[l];
+                    u[j] += v[j];
+                }
+            }
+            for (Py_ssize_t j = 0; j < D; j++) u[j] += b[j];
+            /* log sigma(u_j) = u_j - softplus(u_j) for a spike of j,
+               log sum_j sigma(-u_j) = logsumexp(-softplus(u)) for no spike */
+            const T *g = draws + row * (D + 1);
+            T *p = probs + row * (D + 1);
+            T none_max = -INFINITY;
+            for (Py_ssize_t j = 0; j < D; j++) {
+                const T sp = FN(softplus)(u[j]);
+                z[j] = u[j] - sp;
+                y[j] = -sp;
+                if (y[j] > none_max) none_max = y[j];
+            }
+            T acc = 0;
+            for (Py_ssize_t j = 0; j < D; j++) acc += EXP(y[j] - none_max);
+            z[D] = none_max + LOG(acc);
+            T zmax = -INFINITY;
+            for (Py_ssize_t j = 0; j <= D; j++) {
+                z[j] = z[j] * inv_temp + g[j];
+                if (z[j] > zmax) zmax = z[j];
+            }
+            T total = 0;
+            for (Py_ssize_t j = 0; j <= D; j++) {
+                p[j] = EXP(z[j] - zmax);
+                total += p[j];
+            }
+            for (Py_ssize_t j = 0; j <= D; j++) p[j] /= total;
+            for (Py_ssize_t j = 0; j < D; j++) m[j] = p[j] * keep;
+            for (Py_ssize_t i = 0; i < D; i++) {
+                const T mi = m[i];
+                if (mi == 0) continue;
+                const T *wi = w + i * L * D;
+                for (Py_ssize_t k = 0; k < L * D; k++) state[k] += mi * wi[k];
+            }
+        }
+    }
+    free(state);
+    return 0;
+}
+
+/*
+ * Reverse sweep of the relaxed loop's adjoint (see _RelaxedThinning.backward): with A the
+ * adjoint of the traces after row r, g = grad_r + W A (contracted over l, j),
+ * u_bar_r = P_r * g - (y_r . g) Q_r, and A <- (A + u_bar_r) * decay_r.
+ */
+static int FN(backward)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D,
+                        const T *decay, const T *weight, Py_ssize_t weight_seq, const T *grad,
+                        const T *ys, const T *pc, const T *qc, T *u_bar) {
+    T *adj = (T *)malloc(sizeof(T) * (size_t)(L * D + D));
+    if (!adj) return -1;
+    T *g = adj + L * D;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *w = weight + n * weight_seq;
+        memset(adj, 0, sizeof(T) * (size_t)(L * D));
+        for (Py_ssize_t r = R - 1; r >= 0; r--) {
+            const Py_ssize_t row = (n * R + r) * D;
+            T dot = 0;
+            for (Py_ssize_t i = 0; i < D; i++) {
+                const T *wi = w + i * L * D;
+                T acc = 0;
+                for (Py_ssize_t k = 0; k < L * D; k++) acc += adj[k] * wi[k];
+                g[i] = acc + grad[row + i];
+                dot += ys[row + i] * g[i];
+            }
+            T *ub = u_bar + row;
+            for (Py_ssize_t j = 0; j < D; j++) ub[j] = pc[row + j] * g[j] - dot * qc[row + j];
+            const T *dec = decay + (n * R + r) * L;
+            for (Py_ssize_t l = 0; l < L; l++) {
+                T *a = adj + l * D;
+                for (Py_ssize_t j = 0; j < D; j++) a[j] = (a[j] + ub[j]) * dec[l];
+            }
+        }
+    }
+    free(adj);
+    return 0;
+}
+
+/*
+ * Ogata's thinning of a linear Hawkes process with exponential kernels (see
+ * HawkesProcess.sample), one chunk of C candidates per sequence, continuing from the state and
+ * time left by the previous chunk. Uniform decay: state (N, D) is the excitation cumulated over
+ * the receiving neuron, neg_beta (N, 1), table (D + 1, D) the cumulated jumps; otherwise state
+ * (N, D, D) holds the excitation of i by j at [j, i], neg_beta (N, D, D) at [j, i], table
+ * (D + 1, D) the jumps of row j. Table row D (rejection) is zero. The bound right after the
+ * current time is the total intensity (it only decays until the next candidate); a candidate at
+ * gap e / bound takes label = #{i : cum_i < u * bound} (D = rejected). Once a sequence is past
+ * the duration the rest of its chunk is rejected candidates at its final time.
+ */
+static void FN(hawkes)(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform, T duration,
+                       const T *mu, const T *cmu, const T *neg_beta, const T *table,
+                       Py_ssize_t table_seq, T *state, T *t_now, const T *exps, const T *unifs,
+                       T *times, int64_t *labels) {
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *m = mu + n * D, *cm = cmu + n * D, *tab = table + n * table_seq;
+        const T mu_sum = cm[D - 1];
+        T *st = state + n * (uniform ? D : D * D);
+        const T *nb = neg_beta + n * (uniform ? 1 : D * D);
+        T t = t_now[n];
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const Py_ssize_t k = n * C + c;
+            if (!(t <= duration)) { /* finished (or NaN) */
+                times[k] = t;
+                labels[k] = D;
+                continue;
+            }
+            int64_t label = 0;
+            if (uniform) {
+                const T bound = st[D - 1] + mu_sum;
+                const T gap = exps[k] / bound;
+                t += gap;
+                const T decay = EXP(gap * nb[0]);
+                const T level = unifs[k] * bound;
+                for (Py_ssize_t i = 0; i < D; i++) {
+                    st[i] *= decay;
+                    if (st[i] + cm[i] < level) label = i + 1;
+                }
+                if (label < D) {
+                    const T *row = tab + label * D;
+                    for (Py_ssize_t i = 0; i < D; i++) st[i] += row[i];
+                }
+            } else {
+                T bound = mu_sum;
+                for (Py_ssize_t q = 0; q < D * D; q++) bound += st[q];
+                const T gap = exps[k] / bound;
+                t += gap;
+                for (Py_ssize_t q = 0; q < D * D; q++) st[q] *= EXP(gap * nb[q]);
+                const T level = unifs[k] * bound;
+                T cum = 0;
+                for (Py_ssize_t i = 0; i < D; i++) {
+                    T total = m[i];
+                    for (Py_ssize_t j = 0; j < D; j++) total += st[j * D + i];
+                    cum += total;
+                    if (cum < level) label = i + 1;
+                }
+                if (label < D) {
+                    const T *row = tab + label * D;
+                    T *dst = st + label * D;
+                    for (Py_ssize_t i = 0; i < D; i++) dst[i] += row[i];
+                }
+            }
+            times[k] = t;
+            labels[k] = label;
+        }
+        t_now[n] = t;
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_
