@@ -1,7 +1,7 @@
 /*
  * Compiled per-candidate loops of thinning for pyro_spikes (CPU, float32 and float64):
- * SpikingPointProcess (exact and relaxed marks, and the relaxed adjoint) and Ogata's thinning
- * of HawkesProcess.
+ * SpikingPointProcess (exact and relaxed marks, and the relaxed adjoint), Ogata's thinning
+ * of HawkesProcess, and the exponential-decay trace recursion of the log-likelihoods.
  *
  * The candidates of a thinning run are inherently sequential: the mark of candidate r depends
  * on the marks of all earlier ones through the exponential-basis traces. In PyTorch each
@@ -130,11 +130,56 @@ static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *scan_forward(PyObject *self, PyObject *args) {
+    int is_double;
+    Py_ssize_t B, G, R, F;
+    unsigned long long times, x, rates, h;
+    if (!PyArg_ParseTuple(args, "innnnKKKK", &is_double, &B, &G, &R, &F, &times, &x, &rates,
+                          &h))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        scan_forward_f64(B, G, R, F, PTR(double, times), PTR(double, x), PTR(double, rates),
+                         PTR(double, h));
+    else
+        scan_forward_f32(B, G, R, F, PTR(float, times), PTR(float, x), PTR(float, rates),
+                         PTR(float, h));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *scan_backward(PyObject *self, PyObject *args) {
+    int is_double;
+    Py_ssize_t B, G, R, F;
+    unsigned long long times, rates, h, gh, gx, gt, grate;
+    if (!PyArg_ParseTuple(args, "innnnKKKKKKK", &is_double, &B, &G, &R, &F, &times, &rates, &h,
+                          &gh, &gx, &gt, &grate))
+        return NULL;
+    void *work = malloc((size_t)(F > 0 ? F : 1) * (is_double ? sizeof(double) : sizeof(float)));
+    if (!work) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        scan_backward_f64(B, G, R, F, PTR(double, times), PTR(double, rates), PTR(double, h),
+                          PTR(double, gh), PTR(double, gx), PTR(double, gt),
+                          PTR(double, grate), (double *)work);
+    else
+        scan_backward_f32(B, G, R, F, PTR(float, times), PTR(float, rates), PTR(float, h),
+                          PTR(float, gh), PTR(float, gx), PTR(float, gt), PTR(float, grate),
+                          (float *)work);
+    Py_END_ALLOW_THREADS
+    free(work);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"thinning_forward", thinning_forward, METH_VARARGS,
      "Sequential thinning loop (exact or relaxed marks) over contiguous CPU buffers."},
     {"relaxed_backward", relaxed_backward, METH_VARARGS,
      "Reverse adjoint sweep of the relaxed thinning loop over contiguous CPU buffers."},
+    {"scan_forward", scan_forward, METH_VARARGS,
+     "Exponential-decay trace recursion (exp_decay_scan) over contiguous CPU buffers."},
+    {"scan_backward", scan_backward, METH_VARARGS,
+     "Vector-Jacobian product of scan_forward (inputs, times, rates)."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
      "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
     {NULL, NULL, 0, NULL},
@@ -148,7 +193,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 3
+#define KERNELS_VERSION 4
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

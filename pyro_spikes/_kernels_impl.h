@@ -213,6 +213,75 @@ static void FN(hawkes)(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform, T 
     }
 }
 
+
+/*
+ * exp_decay_scan: for each sequence b and decay group g, the left-limit traces
+ * h_0 = 0, h_i = d_i (h_{i-1} + x_{i-1}) with d_i = exp(-r_g max(t_i - t_{i-1}, 0)).
+ * times (B, R), x and h (B, G, R, F), rates (B, G).
+ */
+static void FN(scan_forward)(Py_ssize_t B, Py_ssize_t G, Py_ssize_t R, Py_ssize_t F,
+                             const T *times, const T *x, const T *rates, T *h) {
+    for (Py_ssize_t b = 0; b < B; b++) {
+        const T *t = times + b * R;
+        for (Py_ssize_t g = 0; g < G; g++) {
+            const T rate = rates[b * G + g];
+            const T *xg = x + (b * G + g) * R * F;
+            T *hg = h + (b * G + g) * R * F;
+            for (Py_ssize_t f = 0; f < F; f++) hg[f] = 0;
+            for (Py_ssize_t i = 1; i < R; i++) {
+                const T gap = t[i] - t[i - 1];
+                const T d = EXP(-rate * (gap > 0 ? gap : 0));
+                const T *prev = hg + (i - 1) * F, *xp = xg + (i - 1) * F;
+                T *cur = hg + i * F;
+                for (Py_ssize_t f = 0; f < F; f++) cur[f] = d * (prev[f] + xp[f]);
+            }
+        }
+    }
+}
+
+/*
+ * Its vector-Jacobian product. With lambda_i = gh_i + c_i the total adjoint of h_i and
+ * c_i = d_{i+1} lambda_{i+1} (c_{R-1} = 0): gx_i = c_i; and s_i = sum_f lambda_{i,f} h_{i,f}
+ * (= the adjoint of d_i times d_i) gives gt_i -= r s_i, gt_{i-1} += r s_i, gr -= gap_i s_i
+ * (no time gradient where the gap was clamped at zero). gt accumulates over the groups.
+ * work: F entries of scratch.
+ */
+static void FN(scan_backward)(Py_ssize_t B, Py_ssize_t G, Py_ssize_t R, Py_ssize_t F,
+                              const T *times, const T *rates, const T *h, const T *gh, T *gx,
+                              T *gt, T *grate, T *work) {
+    for (Py_ssize_t b = 0; b < B; b++) {
+        const T *t = times + b * R;
+        T *gtb = gt + b * R;
+        for (Py_ssize_t i = 0; i < R; i++) gtb[i] = 0;
+        for (Py_ssize_t g = 0; g < G; g++) {
+            const T rate = rates[b * G + g];
+            const T *hg = h + (b * G + g) * R * F, *ghg = gh + (b * G + g) * R * F;
+            T *gxg = gx + (b * G + g) * R * F;
+            T *c = work;
+            T gr = 0;
+            for (Py_ssize_t f = 0; f < F; f++) c[f] = 0;
+            for (Py_ssize_t i = R - 1; i >= 1; i--) {
+                const T gap = t[i] - t[i - 1];
+                const T d = EXP(-rate * (gap > 0 ? gap : 0));
+                T s = 0;
+                for (Py_ssize_t f = 0; f < F; f++) {
+                    gxg[i * F + f] = c[f];
+                    const T lam = ghg[i * F + f] + c[f];
+                    s += lam * hg[i * F + f];
+                    c[f] = d * lam;
+                }
+                if (gap >= 0) {
+                    gtb[i] -= rate * s;
+                    gtb[i - 1] += rate * s;
+                    gr -= gap * s;
+                }
+            }
+            for (Py_ssize_t f = 0; f < F; f++) gxg[f] = c[f];
+            grate[b * G + g] = gr;
+        }
+    }
+}
+
 #undef FN
 #undef CAT
 #undef CAT_

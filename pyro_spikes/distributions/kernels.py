@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 3
+VERSION = 4
 
 
 def _checked(module):
@@ -272,3 +272,63 @@ def hawkes_chunk(mu, cmu, neg_beta, table, state, t, exps, unifs, duration):
         exps.data_ptr(), unifs.data_ptr(), times.data_ptr(), labels.data_ptr(),
     )
     return times, labels
+
+
+def _sum_to(grad, shape):
+    """Reduce a gradient of a broadcast result back to the argument's ``shape``."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.dim() - len(shape)
+    grad = grad.sum(tuple(range(lead))) if lead else grad
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(dims, keepdim=True) if dims else grad
+
+
+class _CompiledScan(torch.autograd.Function):
+    """:func:`~pyro_spikes.distributions.exp_decay_scan` by the compiled recursion, with its
+    compiled vector-Jacobian product; higher derivatives go through the PyTorch scan."""
+
+    @staticmethod
+    def forward(ctx, times, inputs, rates, torch_scan):
+        batch = torch.broadcast_shapes(times.shape[:-1], inputs.shape[:-3], rates.shape[:-1])
+        g, r, f = inputs.shape[-3:]
+        n = batch.numel()
+        t = times.expand(batch + times.shape[-1:]).reshape(n, r).contiguous()
+        x = inputs.expand(batch + (g, r, f)).reshape(n, g, r, f).contiguous()
+        rate = rates.expand(batch + (g,)).reshape(n, g).contiguous()
+        h = torch.empty_like(x)
+        _compiled.scan_forward(x.dtype == torch.float64, n, g, r, f, t.data_ptr(), x.data_ptr(),
+                               rate.data_ptr(), h.data_ptr())
+        ctx.save_for_backward(times, inputs, rates, t, rate, h)
+        ctx.batch, ctx.torch_scan = batch, torch_scan
+        return h.reshape(batch + (g, r, f))
+
+    @staticmethod
+    def backward(ctx, grad):
+        times, inputs, rates, t, rate, h = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch scan instead
+            args = (times, inputs, rates)
+            out = ctx.torch_scan(*args)
+            got = iter(torch.autograd.grad(out, [a for a, w in zip(args, wanted) if w], grad,
+                                           create_graph=True))
+            return (*(next(got) if w else None for w in wanted), None)
+        n, g, r, f = h.shape
+        gh = grad.expand(ctx.batch + (g, r, f)).reshape(n, g, r, f).contiguous()
+        gx, gt, grate = torch.empty_like(h), torch.empty_like(t), torch.empty_like(rate)
+        _compiled.scan_backward(h.dtype == torch.float64, n, g, r, f, t.data_ptr(),
+                                rate.data_ptr(), h.data_ptr(), gh.data_ptr(), gx.data_ptr(),
+                                gt.data_ptr(), grate.data_ptr())
+        batch = ctx.batch
+        return (
+            _sum_to(gt.reshape(batch + (r,)), times.shape) if wanted[0] else None,
+            _sum_to(gx.reshape(batch + (g, r, f)), inputs.shape) if wanted[1] else None,
+            _sum_to(grate.reshape(batch + (g,)), rates.shape) if wanted[2] else None,
+            None,
+        )
+
+
+def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
+    """The compiled :func:`~pyro_spikes.distributions.exp_decay_scan` (CPU float tensors of one
+    dtype); ``torch_scan`` is the PyTorch implementation used for higher derivatives."""
+    return _CompiledScan.apply(times, inputs, rates, torch_scan)

@@ -18,6 +18,9 @@ ends, recursively: no Python loop over rows or blocks.
 """
 
 import torch
+from pyro.ops.provenance import detach_provenance, get_provenance, track_provenance
+
+from pyro_spikes.distributions import kernels
 
 __all__ = ["exp_decay_scan"]
 
@@ -57,10 +60,31 @@ def exp_decay_scan(times, inputs, rates, block_size=None):
         ``G`` decay groups, ``F`` features sharing each group's decay.
     :param torch.Tensor rates: decay rates :math:`r_g > 0`, shape broadcastable to
         ``batch + (G,)``.
-    :param int block_size: rows per block (default 16, less for very large inputs).
+    :param int block_size: rows per block of the PyTorch scan (default 16, less for very large
+        inputs). On the CPU, without ``block_size``, the compiled recursion
+        (:mod:`~pyro_spikes.distributions.kernels`) computes the same states, O(1) per row, and
+        its gradient by the reverse recursion (higher derivatives through the blocked scan).
     :returns: :math:`h(t_i^-) = \\sum_{j<i} e^{-r_g (t_i - t_j)} x_{g,j}` of shape
         ``batch + (G, R, F)``.
     """
+    if (
+        block_size is None
+        and kernels.compiled_for(inputs)
+        and times.dtype == rates.dtype == inputs.dtype
+        and times.device == rates.device == inputs.device
+    ):
+        # Pyro's TraceGraph_ELBO tracks which sample sites a value depends on with
+        # ProvenanceTensor; a custom autograd Function would drop the graph of such a tensor,
+        # so it runs on the plain tensors and the provenance is put back on the result
+        provenance = get_provenance((times, inputs, rates))
+        args = detach_provenance((times, inputs, rates))
+        if all(type(v) in (torch.Tensor, torch.nn.Parameter) for v in args):
+            out = kernels.exp_decay_scan_compiled(*args, _blocked_scan)
+            return track_provenance(out, provenance) if provenance else out
+    return _blocked_scan(times, inputs, rates, block_size)
+
+
+def _blocked_scan(times, inputs, rates, block_size=None):
     num_rows = times.shape[-1]
     batch_shape = torch.broadcast_shapes(times.shape[:-1], inputs.shape[:-3], rates.shape[:-1])
     b = _block_size(batch_shape.numel(), inputs.shape[-3], num_rows, block_size)
@@ -82,7 +106,7 @@ def exp_decay_scan(times, inputs, rates, block_size=None):
     t_end = t[..., -1]  # batch + (nb,)
     to_end = torch.exp(-r * (t_end.unsqueeze(-1) - t).unsqueeze(-3))  # batch + (G, nb, b)
     totals = (to_end.unsqueeze(-1) * x).sum(-2)  # batch + (G, nb, F)
-    carry = exp_decay_scan(t_end, totals, rates, block_size) + totals  # right after block ends
+    carry = _blocked_scan(t_end, totals, rates, block_size) + totals  # right after block ends
     carry = torch.cat([torch.zeros_like(carry[..., :1, :]), carry[..., :-1, :]], -2)
     start = torch.cat([t[..., :1, :1], t_end[..., :-1].unsqueeze(-1)], -2)  # previous block end
     gap = (t - start).unsqueeze(-3)  # batch + (1, nb, b)
