@@ -9,7 +9,9 @@ each) dominates the O(L D^2) arithmetic, so the loops of :class:`SpikingPointPro
 and of the relaxed sampler's forward and adjoint sweeps run in a small C extension
 (``pyro_spikes._kernels``, built by ``pip install``) on contiguous float32/float64 CPU tensors.
 On other devices, or where the extension was not built, the same loops run as PyTorch
-operations batched over sequences; the tests check that both paths agree.
+operations batched over sequences; the tests check that both paths agree. The exponential
+trace recursion of the log-likelihoods (:func:`~pyro_spikes.distributions.exp_decay_scan`) runs
+here too on the CPU, with its reverse recursion as the gradient.
 
 :func:`compiled_loops` switches the compiled path off (or on) for a block of code, e.g. to
 compare the two; the environment variable ``PYRO_SPIKES_COMPILED=0`` switches it off for the
