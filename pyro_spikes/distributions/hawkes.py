@@ -234,22 +234,33 @@ class HawkesProcess(PointProcess):
                     chunk_times = torch.cat(gaps, -1).cumsum_(-1)
                     times.append(chunk_times)
                     t = chunk_times[:, -1:]
-                    # stop as soon as a realisation overflows (an explosive process never ends)
                     chunk_labels = torch.stack(labels[-len(gaps):], -1)
-                    counts += ((chunk_labels < d) & (chunk_times <= self.duration)).sum(-1)
-                    self._check_capacity(counts)
-                    if not bool((t <= self.duration).any()):  # NaN counts as finished
+                    if self._chunk_done(counts, chunk_times, chunk_labels, t):
                         break
                     chunk = min(2 * chunk, 64)
                 # the O(N K) post-processing is a few passes: not worth threads either
-                times = torch.cat(times, -1)
-                labels = torch.stack(labels, -1)
-                accepted = (labels < d) & (times <= self.duration)
-                return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
+                return self._accepted(torch.cat(times, -1), torch.stack(labels, -1), shape)
+
+    def _chunk_done(self, counts, chunk_times, chunk_labels, t):
+        """
+        Add a chunk's accepted candidates to ``counts`` (in place), raise as soon as a
+        realisation overflows its capacity (an explosive process never ends), and say whether
+        every sequence is past :math:`T` (NaN counts as finished).
+        """
+        accepted = (chunk_labels < self.num_neurons) & (chunk_times <= self.duration)
+        counts += accepted.sum(-1)
+        self._check_capacity(counts)
+        return not bool((t <= self.duration).any())
+
+    def _accepted(self, times, labels, shape):
+        """The events layout of the candidates with a label below ``D`` inside the window."""
+        d = self.num_neurons
+        accepted = (labels < d) & (times <= self.duration)
+        return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
 
     def _sample_compiled(self, mu, cmu, neg_beta, table, state, shape):
         """The same thinning with the compiled per-sequence loop (CPU), in growing chunks."""
-        n, d = mu.shape
+        n = mu.shape[0]
         mu, cmu = mu.contiguous(), cmu.contiguous()
         neg_beta, table = neg_beta.contiguous(), table.contiguous()
         t = mu.new_zeros(n)
@@ -265,13 +276,7 @@ class HawkesProcess(PointProcess):
             )
             times.append(chunk_times)
             labels.append(chunk_labels)
-            # stop as soon as a realisation overflows (an explosive process never ends)
-            counts += ((chunk_labels < d) & (chunk_times <= self.duration)).sum(-1)
-            self._check_capacity(counts)
-            if not bool((t <= self.duration).any()):  # NaN counts as finished
+            if self._chunk_done(counts, chunk_times, chunk_labels, t):
                 break
             chunk = min(2 * chunk, 16384)
-        times = torch.cat(times, -1)
-        labels = torch.cat(labels, -1)
-        accepted = (labels < d) & (times <= self.duration)
-        return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
+        return self._accepted(torch.cat(times, -1), torch.cat(labels, -1), shape)
