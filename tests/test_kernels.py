@@ -124,3 +124,16 @@ def test_stale_build_is_refused_with_a_warning():
         assert kernels._checked(types.SimpleNamespace(VERSION=kernels.VERSION - 1)) is None
     fresh = types.SimpleNamespace(VERSION=kernels.VERSION)
     assert kernels._checked(fresh) is fresh and kernels._checked(None) is None
+
+
+def test_switch_is_per_thread():
+    import threading
+
+    like = torch.zeros(1, dtype=torch.float64)
+    seen = []
+    with compiled_loops(False):
+        worker = threading.Thread(target=lambda: seen.append(kernels.compiled_for(like)))
+        worker.start()
+        worker.join()
+        assert not kernels.compiled_for(like)
+    assert seen == [has_compiled_loops()]

@@ -23,6 +23,7 @@ not match the source's ``VERSION`` is ignored with a warning.
 """
 
 import contextlib
+import contextvars
 import os
 import warnings
 
@@ -63,7 +64,10 @@ __all__ = [
     "thinning_loop",
 ]
 
-_state = {"enabled": os.environ.get("PYRO_SPIKES_COMPILED", "1") != "0"}
+# per thread / async context, so compiled_loops(False) in one thread leaves the others alone
+_enabled = contextvars.ContextVar(
+    "pyro_spikes_compiled_loops", default=os.environ.get("PYRO_SPIKES_COMPILED", "1") != "0"
+)
 
 #: decision rules of :func:`thinning_loop`
 EXACT, RELAXED = 0, 1
@@ -76,20 +80,22 @@ def has_compiled_loops():
 
 @contextlib.contextmanager
 def compiled_loops(enabled=True):
-    """Use (or, with ``enabled=False``, avoid) the compiled CPU loops inside the block."""
-    previous = _state["enabled"]
-    _state["enabled"] = bool(enabled)
+    """
+    Use (or, with ``enabled=False``, avoid) the compiled CPU loops inside the block (in the
+    current thread or async context).
+    """
+    token = _enabled.set(bool(enabled))
     try:
         yield
     finally:
-        _state["enabled"] = previous
+        _enabled.reset(token)
 
 
 def compiled_for(like):
     """Whether the loops for tensors like ``like`` (device, dtype) run compiled."""
     return (
         _compiled is not None
-        and _state["enabled"]
+        and _enabled.get()
         and like.device.type == "cpu"
         and like.dtype in (torch.float32, torch.float64)
     )
