@@ -210,6 +210,8 @@ def test_hawkes_batched_parameters_and_overflow(loop_backend):
         alone = HawkesProcess(mu[b], alpha[b], beta[b], T).sample((num,))[..., 1:].sum(-2)
         se = (together[:, b].var(0) / num + alone.var(0) / num).sqrt()
         assert ((together[:, b].mean(0) - alone.mean(0)).abs() < 4 * se).all()
+    # an empty sample shape gives an empty batch of realisations
+    assert HawkesProcess(MU, ALPHA, BETA, T).sample((0,)).shape[0] == 0
     # an explosive process overflows its capacity with a clear error, not a truncation
     with pytest.raises(ValueError, match="capacity=50 exceeded"):
         HawkesProcess(MU, ALPHA * 4, 1.0, duration=20.0, capacity=50).sample((2,))

@@ -267,7 +267,8 @@ class HawkesProcess(PointProcess):
         times, labels = [], []
         counts = torch.zeros(n, dtype=torch.long)
         # a first guess at the candidates per sequence: the baseline's count, doubled
-        chunk = max(64, min(4096, int(2 * float(cmu[:, -1].max()) * self.duration) + 16))
+        base_rate = float(cmu[:, -1].max()) if n else 0.0
+        chunk = max(64, min(4096, int(2 * base_rate * self.duration) + 16))
         while True:
             exps = torch.empty(n, chunk, dtype=mu.dtype).exponential_()
             unifs = torch.rand(n, chunk, dtype=mu.dtype)
