@@ -168,7 +168,9 @@ class HawkesProcess(PointProcess):
 
     def sample(self, sample_shape=torch.Size()):
         """
-        Ogata's thinning, all sequences advancing together one candidate per iteration. The
+        Ogata's thinning. On the CPU each sequence runs in the compiled loop of
+        :mod:`~pyro_spikes.distributions.kernels` (the same steps, in chunks of pre-drawn
+        variates); elsewhere all sequences advance together one candidate per iteration. The
         per-candidate exponential and uniform variates are drawn in chunks, and termination
         (every time past :math:`T`) is checked once per chunk; a sequence keeps simulating
         past :math:`T` until then, but its candidates there are discarded. With a uniform decay

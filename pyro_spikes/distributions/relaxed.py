@@ -187,7 +187,8 @@ class _RelaxedThinning(torch.autograd.Function):
     of the forward state update), and then
     :math:`\\partial L/\\partial\\theta = \\sum_k \\bar u_k^\\top \\partial u_k/\\partial\\theta`
     from one parallel re-evaluation of the potentials (blocked scan). This equals
-    back-propagation through the loop, at the cost of two loops of plain tensor operations.
+    back-propagation through the loop, at the cost of two loops without an autograd graph
+    (compiled on the CPU, see :mod:`~pyro_spikes.distributions.kernels`).
     The temperature, the Gumbel noise, the candidate times and the context times are
     constants; bias, weights, time constants and context marks get gradients.
     """
