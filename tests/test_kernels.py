@@ -137,3 +137,42 @@ def test_switch_is_per_thread():
         worker.join()
         assert not kernels.compiled_for(like)
     assert seen == [has_compiled_loops()]
+
+
+@needs_compiled
+def test_threaded_split_gives_identical_results(monkeypatch):
+    # sequences are split over a thread pool for large batches: the same numbers as one thread
+    from pyro_spikes.distributions import HawkesProcess, exp_decay_scan
+
+    def run():
+        torch.manual_seed(11)
+        g = torch.Generator().manual_seed(1)
+        bias = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64) * 0.5
+        weight.requires_grad_()
+        tau = torch.tensor([0.5, 2.0], dtype=torch.float64)
+        proc = SpikingPointProcess(bias, weight, tau, 5.0, 2.0, neurons=[0, 2],
+                                   context=pack_spikes([[0.4, 1.9]], 5.0, dtype=torch.float64))
+        x = RelaxedPointProcess(proc, 0.4).rsample((5,))
+        exact = proc.sample((5,))
+        loss = (x[..., 1:] ** 2).sum() + proc.log_prob(exact).sum()
+        hawkes = HawkesProcess(torch.rand(5, 2, generator=g, dtype=torch.float64),
+                               torch.full((2, 2), 0.3, dtype=torch.float64),
+                               torch.rand(5, 2, 2, generator=g, dtype=torch.float64) + 1,
+                               20.0).sample()
+        times = (torch.rand(7, 30, generator=g, dtype=torch.float64) * 5).sort(-1).values
+        scan = exp_decay_scan(times, torch.randn(7, 2, 30, 3, generator=g, dtype=torch.float64),
+                              tau)
+        return (x, exact, hawkes, scan, *torch.autograd.grad(loss, (bias, weight)))
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(kernels, "_PARALLEL_WORK", 0)
+    try:
+        torch.set_num_threads(1)
+        alone = run()
+        torch.set_num_threads(3)
+        split = run()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(alone, split):
+        assert torch.equal(a, b)

@@ -22,6 +22,7 @@ rebuild it (``pip install -e .`` or ``python setup.py build_ext --inplace``). A 
 not match the source's ``VERSION`` is ignored with a warning.
 """
 
+import concurrent.futures
 import contextlib
 import contextvars
 import os
@@ -112,6 +113,32 @@ def _sequence_stride(x, per_sequence_dims):
     return 0 if x.dim() == per_sequence_dims else x.shape[1:].numel()
 
 
+# Sequences are independent in every compiled loop and the loops release the GIL, so large
+# batches are split over torch's intra-op thread count with a thread pool: below this many
+# entries of work per call one thread is faster than the hand-off.
+_PARALLEL_WORK = 1 << 16
+_pool = []  # [max_workers, executor], made on first use
+
+
+def _for_sequences(n, work, call):
+    """Run ``call(a, b)`` over sequence ranges covering ``[0, n)``, in parallel if worth it."""
+    threads = min(torch.get_num_threads(), n)
+    if threads <= 1 or work < _PARALLEL_WORK:
+        call(0, n)
+        return
+    if not _pool or _pool[0] < threads:
+        _pool[:] = [threads, concurrent.futures.ThreadPoolExecutor(max_workers=threads)]
+    bounds = [n * i // threads for i in range(threads + 1)]
+    futures = [_pool[1].submit(call, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    for future in futures:
+        future.result()
+
+
+def _at(x, a):
+    """Pointer to sequence ``a`` of a contiguous ``(N, ...)`` tensor."""
+    return x[a:].data_ptr() if x.numel() else x.data_ptr()
+
+
 def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
     """
     Run thinning over fixed candidates, without autograd.
@@ -147,14 +174,19 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
         probs = decay.new_empty(n, num_rows, d + 1) if relaxed else marks.new_empty(0)
         if compiled_for(decay):
             per_row = base.dim() == 3
-            _compiled.thinning_forward(
-                decay.dtype == torch.float64, n, num_rows, num_basis, d,
-                base.data_ptr(), num_rows * d if per_row else d, d if per_row else 0,
-                decay.data_ptr(), weight.data_ptr(), _sequence_stride(weight, 3),
-                mask.data_ptr(), mode, draws.data_ptr(), float(inv_temp),
-                potentials.data_ptr(), marks.data_ptr(),
-                probs.data_ptr(),
-            )
+            batched = weight.dim() == 4
+
+            def call(a, b):
+                _compiled.thinning_forward(
+                    decay.dtype == torch.float64, b - a, num_rows, num_basis, d,
+                    _at(base, a), num_rows * d if per_row else d, d if per_row else 0,
+                    _at(decay, a), _at(weight, a) if batched else weight.data_ptr(),
+                    _sequence_stride(weight, 3), _at(mask, a), mode, _at(draws, a),
+                    float(inv_temp), _at(potentials, a), _at(marks, a), _at(probs, a),
+                )
+
+            work = n * num_rows * (d + 1) * (num_basis * d if relaxed else num_basis)
+            _for_sequences(n, work, call)
         else:
             _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, marks,
                            probs)
@@ -224,12 +256,17 @@ def relaxed_adjoint(decay, weight, grad, y_spike, p_coef, q_coef):
         y_spike, p_coef, q_coef = y_spike.contiguous(), p_coef.contiguous(), q_coef.contiguous()
         u_bar = decay.new_empty(n, num_rows, d)
         if compiled_for(decay):
-            _compiled.relaxed_backward(
-                decay.dtype == torch.float64, n, num_rows, num_basis, d,
-                decay.data_ptr(), weight.data_ptr(), _sequence_stride(weight, 3),
-                grad.data_ptr(), y_spike.data_ptr(), p_coef.data_ptr(), q_coef.data_ptr(),
-                u_bar.data_ptr(),
-            )
+            batched = weight.dim() == 4
+
+            def call(a, b):
+                _compiled.relaxed_backward(
+                    decay.dtype == torch.float64, b - a, num_rows, num_basis, d,
+                    _at(decay, a), _at(weight, a) if batched else weight.data_ptr(),
+                    _sequence_stride(weight, 3), _at(grad, a), _at(y_spike, a),
+                    _at(p_coef, a), _at(q_coef, a), _at(u_bar, a),
+                )
+
+            _for_sequences(n, n * num_rows * num_basis * d * d, call)
             return u_bar
         adj = decay.new_zeros(n, num_basis, d)
         flat = adj.view(n, num_basis * d)
@@ -273,12 +310,18 @@ def hawkes_chunk(mu, cmu, neg_beta, table, state, t, exps, unifs, duration):
             raise ValueError(f"{name} must be contiguous")
     times = mu.new_empty(n, num)
     labels = torch.empty(n, num, dtype=torch.long)
-    _compiled.hawkes_chunk(
-        mu.dtype == torch.float64, n, num, d, uniform, float(duration), mu.data_ptr(),
-        cmu.data_ptr(), neg_beta.data_ptr(), table.data_ptr(),
-        0 if table.shape[0] == d + 1 else (d + 1) * d, state.data_ptr(), t.data_ptr(),
-        exps.data_ptr(), unifs.data_ptr(), times.data_ptr(), labels.data_ptr(),
-    )
+    shared_table = table.shape[0] == d + 1
+
+    def call(a, b):
+        _compiled.hawkes_chunk(
+            mu.dtype == torch.float64, b - a, num, d, uniform, float(duration), _at(mu, a),
+            _at(cmu, a), _at(neg_beta, a),
+            table.data_ptr() if shared_table else _at(table, a * (d + 1)),
+            0 if shared_table else (d + 1) * d, _at(state, a), _at(t, a), _at(exps, a),
+            _at(unifs, a), _at(times, a), _at(labels, a),
+        )
+
+    _for_sequences(n, n * num * (d if uniform else d * d), call)
     return times, labels
 
 
@@ -305,8 +348,9 @@ class _CompiledScan(torch.autograd.Function):
         x = inputs.expand(batch + (g, r, f)).reshape(n, g, r, f).contiguous()
         rate = rates.expand(batch + (g,)).reshape(n, g).contiguous()
         h = torch.empty_like(x)
-        _compiled.scan_forward(x.dtype == torch.float64, n, g, r, f, t.data_ptr(), x.data_ptr(),
-                               rate.data_ptr(), h.data_ptr())
+        _for_sequences(n, n * g * r * f, lambda a, b: _compiled.scan_forward(
+            x.dtype == torch.float64, b - a, g, r, f, _at(t, a), _at(x, a), _at(rate, a),
+            _at(h, a)))
         ctx.save_for_backward(times, inputs, rates, t, rate, h)
         ctx.batch, ctx.torch_scan = batch, torch_scan
         return h.reshape(batch + (g, r, f))
@@ -324,9 +368,9 @@ class _CompiledScan(torch.autograd.Function):
         n, g, r, f = h.shape
         gh = grad.expand(ctx.batch + (g, r, f)).reshape(n, g, r, f).contiguous()
         gx, gt, grate = torch.empty_like(h), torch.empty_like(t), torch.empty_like(rate)
-        _compiled.scan_backward(h.dtype == torch.float64, n, g, r, f, t.data_ptr(),
-                                rate.data_ptr(), h.data_ptr(), gh.data_ptr(), gx.data_ptr(),
-                                gt.data_ptr(), grate.data_ptr())
+        _for_sequences(n, n * g * r * f, lambda a, b: _compiled.scan_backward(
+            h.dtype == torch.float64, b - a, g, r, f, _at(t, a), _at(rate, a), _at(h, a),
+            _at(gh, a), _at(gx, a), _at(gt, a), _at(grate, a)))
         batch = ctx.batch
         return (
             _sum_to(gt.reshape(batch + (r,)), times.shape) if wanted[0] else None,
