@@ -28,7 +28,7 @@ extensions = [
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
                     "auto_examples/*.zip", "auto_examples/*.json", "auto_examples/*.md5"]
 templates_path = []
-html_static_path = []
+html_static_path = []  # figures in _static are referenced by .. image:: directly
 html_theme = "alabaster"
 
 autodoc_member_order = "bysource"

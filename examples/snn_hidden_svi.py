@@ -29,8 +29,10 @@ very loose (e.g. 26 against 105 for the trained models at ``T = 50``), so it is 
 reference but not plotted: it is a lower bound, not a ceiling.
 
 The default run is small (``T = 20``, training sizes 5 and 20, 30 steps; about a minute of CPU
-time, two on busy cores). The paper's setting is ``--duration 50 --train-sizes 10,50,100,150,200
---num-test 100 --num-steps 1000`` (hours on a CPU).
+time, two on busy cores). ``--duration 50 --train-sizes 10,50,200 --num-test 50 --num-steps
+300`` takes about 14 minutes on one core (its results are in the documentation's "Reproducing
+Kajino (2021)" page); the paper's setting, ``--duration 50 --train-sizes 10,50,100,150,200
+--num-test 100 --num-steps 1000``, about an hour and a half.
 """
 
 import argparse
