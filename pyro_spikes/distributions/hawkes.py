@@ -270,7 +270,9 @@ class HawkesProcess(PointProcess):
         counts = torch.zeros(n, dtype=torch.long)
         # a first guess at the candidates per sequence: the baseline's count, doubled
         base_rate = float(cmu[:, -1].max()) if n else 0.0
-        chunk = max(64, min(4096, int(2 * base_rate * self.duration) + 16))
+        # chunks hold (N, C) variates: C at most 4M / N entries per sequence (and at least 64)
+        most = max(64, (1 << 22) // max(n, 1))
+        chunk = min(most, max(64, int(2 * base_rate * self.duration) + 16))
         while True:
             exps = torch.empty(n, chunk, dtype=mu.dtype).exponential_()
             unifs = torch.rand(n, chunk, dtype=mu.dtype)
@@ -281,5 +283,5 @@ class HawkesProcess(PointProcess):
             labels.append(chunk_labels)
             if self._chunk_done(counts, chunk_times, chunk_labels, t):
                 break
-            chunk = min(2 * chunk, 16384)
+            chunk = min(2 * chunk, most)
         return self._accepted(torch.cat(times, -1), torch.cat(labels, -1), shape)
