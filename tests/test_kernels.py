@@ -78,8 +78,9 @@ def test_exact_loop_agrees(batched):
     base1 = torch.tensor([[-1.0, 0.0, 2.0]], dtype=torch.float64).expand(n, 3)
     draws = torch.rand(n, r, generator=g, dtype=torch.float64) * 3
     ones = torch.ones(n, r, dtype=torch.float64)
-    _, marks, _ = kernels.thinning_loop(base1, ones.unsqueeze(-1), weight[0] if batched
-                                        else weight, ones, kernels.EXACT, draws)
+    _, marks, _ = kernels.thinning_loop(base1, ones.unsqueeze(-1).expand(n, r, l),
+                                        weight[0] if batched else weight, ones, kernels.EXACT,
+                                        draws)
     freq = marks[:, 0].mean(0)
     expected = torch.sigmoid(base1[0]) / 3
     assert ((freq - expected).abs() < 4 * (expected * (1 - expected) / n).sqrt()).all()
@@ -109,8 +110,15 @@ def test_switch_and_device_dispatch():
     like = torch.zeros(1, dtype=torch.float64)
     with compiled_loops(False):
         assert not kernels.compiled_for(like)
-    assert kernels.compiled_for(like) == has_compiled_loops()
-    assert not kernels.compiled_for(like.to(torch.float16))  # the PyTorch loops take the rest
+    with compiled_loops(True):
+        assert kernels.compiled_for(like) == has_compiled_loops()
+        assert not kernels.compiled_for(like.to(torch.float16))  # the PyTorch loops take the rest
+    with pytest.raises(ValueError, match="weight must have shape"):
+        kernels.thinning_loop(torch.zeros(2, 3), torch.ones(2, 5, 2), torch.zeros(3, 1, 3),
+                              torch.ones(2, 5), kernels.EXACT, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="draws must have shape"):
+        kernels.thinning_loop(torch.zeros(2, 3), torch.ones(2, 5, 1), torch.zeros(3, 1, 3),
+                              torch.ones(2, 5), kernels.RELAXED, torch.zeros(2, 5))
     with pytest.raises(ValueError, match="weight must have dtype torch.float64"):
         kernels.relaxed_adjoint(torch.ones(1, 2, 1, dtype=torch.float64),
                                 torch.ones(1, 1, 1), *[torch.ones(1, 2, 1,
@@ -129,14 +137,14 @@ def test_stale_build_is_refused_with_a_warning():
 def test_switch_is_per_thread():
     import threading
 
-    like = torch.zeros(1, dtype=torch.float64)
+    default = kernels._enabled.get()  # PYRO_SPIKES_COMPILED decides it
     seen = []
-    with compiled_loops(False):
-        worker = threading.Thread(target=lambda: seen.append(kernels.compiled_for(like)))
+    with compiled_loops(not default):
+        worker = threading.Thread(target=lambda: seen.append(kernels._enabled.get()))
         worker.start()
         worker.join()
-        assert not kernels.compiled_for(like)
-    assert seen == [has_compiled_loops()]
+        assert kernels._enabled.get() is (not default)
+    assert seen == [default] and kernels._enabled.get() is default
 
 
 @needs_compiled

@@ -108,6 +108,13 @@ def _check_float(name, x, like):
                          f"{x.dtype} on {x.device}")
 
 
+def _check_shape(name, x, *shapes):
+    if tuple(x.shape) not in [tuple(shape) for shape in shapes]:
+        raise ValueError(f"{name} must have shape " + " or ".join(str(tuple(shape))
+                                                              for shape in shapes)
+                         + f", got {tuple(x.shape)}")
+
+
 def _sequence_stride(x, per_sequence_dims):
     """0 for a tensor shared by all sequences, else the number of its entries per sequence."""
     return 0 if x.dim() == per_sequence_dims else x.shape[1:].numel()
@@ -166,6 +173,10 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
         d = weight.shape[-1]
         for name, x in (("base", base), ("weight", weight), ("mask", mask), ("draws", draws)):
             _check_float(name, x, decay)
+        _check_shape("base", base, (n, d), (n, num_rows, d))
+        _check_shape("weight", weight, (d, num_basis, d), (n, d, num_basis, d))
+        _check_shape("mask", mask, (n, num_rows))
+        _check_shape("draws", draws, (n, num_rows, d + 1) if mode == RELAXED else (n, num_rows))
         base, decay, weight = base.contiguous(), decay.contiguous(), weight.contiguous()
         mask, draws = mask.contiguous(), draws.contiguous()
         relaxed = mode == RELAXED
@@ -252,6 +263,10 @@ def relaxed_adjoint(decay, weight, grad, y_spike, p_coef, q_coef):
         for name, x in (("weight", weight), ("grad", grad), ("y_spike", y_spike),
                         ("p_coef", p_coef), ("q_coef", q_coef)):
             _check_float(name, x, decay)
+        _check_shape("weight", weight, (d, num_basis, d), (n, d, num_basis, d))
+        for name, x in (("grad", grad), ("y_spike", y_spike), ("p_coef", p_coef),
+                        ("q_coef", q_coef)):
+            _check_shape(name, x, (n, num_rows, d))
         decay, weight, grad = decay.contiguous(), weight.contiguous(), grad.contiguous()
         y_spike, p_coef, q_coef = y_spike.contiguous(), p_coef.contiguous(), q_coef.contiguous()
         u_bar = decay.new_empty(n, num_rows, d)
