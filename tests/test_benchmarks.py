@@ -29,3 +29,22 @@ def test_sampling_benchmark_smoke(tmp_path):
         assert "tick is missing" in proc.stdout
     else:
         assert result["checks"] and "ratio_ours_over_tick" in hawkes[0]
+
+
+def test_smooth_gate_benchmark_smoke():
+    # runs with or without snntorch installed; without it only our figures are reported
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "smooth_gate.py"), "--quick",
+         "--repeats", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 8 | 32 | 50 |")]
+    assert len(row) == 1
+    ours = float(row[0].split("|")[4])
+    assert ours > 0
+    try:
+        import snntorch  # noqa: F401
+    except ImportError:
+        assert "snntorch is missing" in proc.stdout

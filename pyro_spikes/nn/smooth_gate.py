@@ -133,20 +133,19 @@ def gate_integral(u, gate_width, start, period, lower=False):
     in the sense :math:`G(u + P) = G(u) + 1`.
 
     :returns: ``(G, r)`` where ``r`` is the relative position in the current zone (``None`` for a
-        hard gate).
+        hard gate; negative below the first zone if ``lower``).
     """
     x = (u - start) / period
     k = torch.floor(x).detach()
     if gate_width == 0:
-        G = k + 1.0
+        # with lower, k <= -1 below start: clamping it there gives G = 0
+        G = (k.clamp(min=-1.0) if lower else k) + 1.0
         r = None
     else:
+        if lower:  # below start, position relative to the first zone: r < 0, so Phi(r) = 0
+            k = k.clamp(min=0.0)
         r = (u - start - k * period) / gate_width
         G = k + _smoothstep(r)
-    if lower:
-        G = torch.where(u < start, torch.zeros_like(G), G)
-        if r is not None:
-            r = torch.where(u < start, torch.zeros_like(r), r)
     return G, r
 
 

@@ -1,0 +1,152 @@
+"""
+Training-step time of the smooth-gate SNN against snnTorch
+==========================================================
+
+Seconds per training step (forward simulation, loss, backward) of a recurrent spiking network
+with ``--hidden`` neurons, ``--inputs`` inputs and ``--outputs`` linear readouts over ``--steps``
+time steps, batch ``--batch``:
+
+* ours: :class:`~pyro_spikes.nn.SmoothGateSNN` (Huh & Sejnowski, 2018), LIF neurons with the
+  smooth gate (exact gradients of the smoothed network), ``dt`` = 0.02 ``tau_mem``;
+* peer: `snnTorch <https://snntorch.readthedocs.io>`_'s ``RLeaky`` (LIF with all-to-all
+  recurrent weights, reset by subtraction, surrogate-gradient backward) between the same input
+  and readout ``Linear`` layers, membrane decay ``beta = exp(-dt / tau_mem)``.
+
+Both loop over time steps in Python with batched tensor operations, so the comparison is the
+cost of one recurrent spiking step and its backward in each library (the neuron models and
+gradients differ: exact gradients of a smoothed network against a surrogate gradient). snnTorch
+is a benchmark peer only: install it beside pyro_spikes (``pip install snntorch``); without it
+the script prints our figures alone.
+
+Run with ``PYTHONPATH=. python benchmarks/smooth_gate.py [--quick]``. Timings are the median
+of ``--repeats`` steps after one warm-up, with ``torch.set_num_threads(--threads)``.
+"""
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+try:
+    import pyro_spikes  # noqa: F401
+except ImportError:  # run from a checkout without PYTHONPATH
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pyro_spikes.nn import SmoothGateSNN  # noqa: E402
+
+try:
+    import snntorch
+except ImportError:
+    snntorch = None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def median_step(step, repeats):
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours(batch, inputs, hidden, outputs, steps, seed, tau_mem=10.0):
+    torch.manual_seed(seed)
+    net = SmoothGateSNN(inputs, hidden, outputs, gate_width=0.5, neuron="lif", tau_mem=tau_mem,
+                        tau_syn=5.0, input_scale=3.0)
+    x = torch.rand(batch, steps, inputs)
+    dt = 0.02 * tau_mem
+
+    def step():
+        net.zero_grad()
+        out = net(x, dt)
+        out.pow(2).mean().backward()
+
+    return step
+
+
+class SnnTorchNet(torch.nn.Module):
+    def __init__(self, inputs, hidden, outputs, beta):
+        super().__init__()
+        import snntorch as snn
+
+        self.fc_in = torch.nn.Linear(inputs, hidden)
+        self.lif = snn.RLeaky(beta=beta, linear_features=hidden, reset_mechanism="subtract")
+        self.fc_out = torch.nn.Linear(hidden, outputs)
+
+    def forward(self, x):
+        spk, mem = self.lif.init_rleaky()
+        drive = self.fc_in(x)
+        outs = []
+        for n in range(x.shape[1]):
+            spk, mem = self.lif(drive[:, n], spk, mem)
+            outs.append(self.fc_out(spk))
+        return torch.stack(outs, 1)
+
+
+def peer(batch, inputs, hidden, outputs, steps, seed, tau_mem=10.0):
+    torch.manual_seed(seed)
+    net = SnnTorchNet(inputs, hidden, outputs, beta=math.exp(-0.02))
+    x = torch.rand(batch, steps, inputs)
+
+    def step():
+        net.zero_grad()
+        out = net(x)
+        out.pow(2).mean().backward()
+
+    return step
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    sizes = [(8, 32, 50)] if args.quick else [(32, 100, 500), (128, 256, 200)]
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {args.threads} torch thread(s), "
+          f"Python {platform.python_version()}, torch {torch.__version__}, snntorch "
+          f"{snntorch.__version__ if snntorch else 'missing'}; load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"float32, {args.inputs} inputs, {args.outputs} outputs, median of {args.repeats}")
+    print()
+    print("| batch | neurons | steps | ours s/step | snnTorch s/step | ours / snnTorch |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for batch, hidden, steps in sizes:
+        t_ours = median_step(ours(batch, args.inputs, hidden, args.outputs, steps, args.seed),
+                             args.repeats)
+        t_peer = None
+        if snntorch is not None:
+            t_peer = median_step(
+                peer(batch, args.inputs, hidden, args.outputs, steps, args.seed), args.repeats)
+        ratio = f"{t_ours / t_peer:.2f}" if t_peer else "-"
+        peer_s = f"{t_peer:.3f}" if t_peer else "(missing)"
+        print(f"| {batch} | {hidden} | {steps} | {t_ours:.3f} | {peer_s} | {ratio} |")
+        rows.append((batch, hidden, steps, t_ours, t_peer))
+    if snntorch is None:
+        print("\nsnntorch is missing: install it beside pyro_spikes to compare")
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--inputs", type=int, default=10)
+    parser.add_argument("--outputs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="one small size, for smoke tests")
+    main(parser.parse_args())
