@@ -188,19 +188,43 @@ class SNN(PyroModule):
         return trim_padding(observed, duration), trim_padding(hidden, duration)
 
     @torch.no_grad()
-    def log_marginal(self, observed, num_samples=100):
+    def log_marginal(self, observed, num_samples=100, batch_size=None, return_ess=False):
         """
-        Importance-sampling estimate of :math:`\\log p(J_O)` per sequence with the exact guide
-        as proposal: :math:`\\log \\frac1S \\sum_s p(J_O, J_H^{(s)}) / q(J_H^{(s)})`.
+        Importance-sampling estimate of :math:`\log p(J_O)` per sequence with the exact guide
+        as proposal: :math:`\log \frac1S \sum_s w_s`,
+        :math:`w_s = p(J_O, J_H^{(s)}) / q(J_H^{(s)})`. Its expectation is a lower bound of
+        :math:`\log p(J_O)`, tight only when :math:`q` is close to the posterior of the hidden
+        spikes; the effective sample size :math:`(\sum_s w_s)^2 / \sum_s w_s^2` tells how
+        close (near :math:`S`: reliable; near 1: one sample dominates and the estimate is loose).
+
+        :param int num_samples: :math:`S`.
+        :param int batch_size: samples drawn at a time (memory); default all at once.
+        :param bool return_ess: also return the effective sample size per sequence.
+        :returns: ``(num_sequences,)`` estimates (and the effective sample sizes).
         """
         self._check_observed(observed)
+        if not (isinstance(num_samples, int) and num_samples >= 1):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if batch_size is None:
+            batch_size = num_samples
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not self.num_hidden:
-            return self.network(capacity=observed.shape[-2]).log_prob(observed)
+            log_p = self.network(capacity=observed.shape[-2]).log_prob(observed)
+            return (log_p, torch.full_like(log_p, float(num_samples))) if return_ess else log_p
         q = self.hidden_process(observed, guide=True)
-        hidden = q.sample((num_samples,))
-        log_w = (
-            self.hidden_process(observed).log_prob(hidden)
-            + self.observed_process(hidden, observed.shape[-2]).log_prob(observed)
-            - q.log_prob(hidden)
-        )
-        return torch.logsumexp(log_w, 0) - math.log(num_samples)
+        model_hidden = self.hidden_process(observed)
+        chunks = []
+        for start in range(0, num_samples, batch_size):
+            hidden = q.sample((min(batch_size, num_samples - start),))
+            chunks.append(
+                model_hidden.log_prob(hidden)
+                + self.observed_process(hidden, observed.shape[-2]).log_prob(observed)
+                - q.log_prob(hidden)
+            )
+        log_w = torch.cat(chunks, 0)
+        total = torch.logsumexp(log_w, 0)
+        estimate = total - math.log(num_samples)
+        if not return_ess:
+            return estimate
+        return estimate, torch.exp(2 * total - torch.logsumexp(2 * log_w, 0))
