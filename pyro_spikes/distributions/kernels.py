@@ -30,6 +30,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from pyro.distributions.util import broadcast_shape
 
 from pyro_spikes.distributions.point_process import sequential_threads
 
@@ -356,7 +357,7 @@ class _CompiledScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, times, inputs, rates, torch_scan):
-        batch = torch.broadcast_shapes(times.shape[:-1], inputs.shape[:-3], rates.shape[:-1])
+        batch = torch.Size(broadcast_shape(times.shape[:-1], inputs.shape[:-3], rates.shape[:-1]))
         g, r, f = inputs.shape[-3:]
         n = batch.numel()
         t = times.expand(batch + times.shape[-1:]).reshape(n, r).contiguous()

@@ -7,6 +7,7 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution
+from pyro.distributions.util import broadcast_shape
 
 from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.spikes import trim_padding, validate_events
@@ -138,8 +139,8 @@ class PointProcess(TorchDistribution):
         # log_prob extends linearly to soft marks (relaxed histories), so accept the sub-simplex
         validate_events(value, self.duration, self.num_neurons, relaxed=True, name="value")
         try:
-            torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
-        except RuntimeError:
+            broadcast_shape(value.shape[:-2], self.batch_shape)
+        except ValueError:
             raise ValueError(
                 f"value batch shape {tuple(value.shape[:-2])} does not broadcast with the "
                 f"distribution's batch_shape {tuple(self.batch_shape)}"
@@ -200,7 +201,7 @@ class PointProcess(TorchDistribution):
         context = self._context()
         batch = events.shape[:-2]
         if context is not None:
-            batch = torch.broadcast_shapes(batch, context[0].shape[:-1])
+            batch = torch.Size(broadcast_shape(batch, context[0].shape[:-1]))
         pieces = []
         if query is not None:
             query = torch.as_tensor(query, dtype=ref.dtype, device=ref.device)

@@ -124,7 +124,7 @@ class PoissonProcess(PointProcess):
         """Thinning log probabilities at every row of ``value`` (history plays no role)."""
         log_probs = self._mark_log_probs().unsqueeze(-2)
         return log_probs.expand(
-            torch.broadcast_shapes(log_probs.shape[:-2], value.shape[:-2])
+            torch.Size(broadcast_shape(log_probs.shape[:-2], value.shape[:-2]))
             + value.shape[-2:-1] + log_probs.shape[-1:]
         )
 

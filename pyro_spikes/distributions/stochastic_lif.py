@@ -10,6 +10,7 @@ import numbers
 
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import check_duration
@@ -193,8 +194,9 @@ class StochasticLIF(TorchDistribution):
         if weight is None:
             weight = torch.zeros(D, D, dtype=dtype, device=device)
         try:
-            batch_shape = torch.broadcast_shapes(weight.shape[:-2], *(x.shape[:-1] for x in tensors.values()))
-        except RuntimeError as e:
+            batch_shape = torch.Size(broadcast_shape(weight.shape[:-2],
+                                                     *(x.shape[:-1] for x in tensors.values())))
+        except ValueError as e:
             raise ValueError(f"parameter batch shapes do not broadcast: {e}") from None
         for name, x in tensors.items():
             if not bool(torch.isfinite(x).all()):
