@@ -34,6 +34,8 @@ except ImportError:  # run from a checkout without PYTHONPATH
 from pyro_spikes.distributions import HawkesProcess, SpikingPointProcess  # noqa: E402
 from pyro_spikes.distributions.kernels import compiled_for  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 try:
     import tick
     from tick.hawkes import SimuHawkesExpKernels, SimuHawkesMulti
@@ -42,15 +44,7 @@ except ImportError:
 
 
 def machine_info(threads):
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -39,21 +39,12 @@ except ImportError:  # run from a checkout without PYTHONPATH
 
 from pyro_spikes.nn import SmoothGateSNN  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 try:
     import snntorch
 except ImportError:
     snntorch = None
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_step(step, repeats):

@@ -29,22 +29,13 @@ from pyro_spikes.models import SNN
 from pyro_spikes.models.paper import kajino_ground_truth
 from pyro_spikes.models.training import ESTIMATORS
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 LABELS = {
     "pathwise": "path-wise (relaxed, Trace_ELBO)",
     "reinforce": "REINFORCE (Trace_ELBO)",
     "reinforce_baseline": "REINFORCE + baseline (TraceGraph_ELBO)",
 }
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_gradients(snn, observed, estimator, repeats, temperature=0.3):

@@ -23,3 +23,12 @@ def loop_backend(request):
         pytest.skip("pyro_spikes._kernels was not built")
     with compiled_loops(request.param == "compiled"):
         yield request.param
+
+
+@pytest.fixture
+def float64_default():
+    """Run a test with float64 as torch's default dtype (restored afterwards)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -59,25 +59,21 @@ def test_svi_on_snn_methods_updates_parameters():
     assert math.isfinite(svi.step(obs, relaxed=False, baseline=True))
 
 
-def test_tracegraph_reinforce_equals_trace_elbo_on_the_same_sample(loop_backend):
+def test_tracegraph_reinforce_equals_trace_elbo_on_the_same_sample(loop_backend,
+                                                                    float64_default):
     # Every cost of the SNN is downstream of the hidden site, so without a baseline
     # TraceGraph_ELBO's surrogate equals Trace_ELBO's on the same sample: the gradients agree
     # to roundoff. (TraceGraph wraps the hidden spikes in Pyro's ProvenanceTensor; a compiled
     # scan that dropped their autograd graph lost the weights' score-function term here.)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        pyro.set_rng_seed(0)
-        snn = SNN(2, 2, duration=8.0, upper_bound=3.0, init_scale=1.0)
-        obs, _ = snn.simulate(3)
-        grads = []
-        for elbo in (Trace_ELBO(), pyro.infer.TraceGraph_ELBO()):
-            for p in snn.parameters():
-                p.grad = None
-            pyro.set_rng_seed(5)
-            elbo.loss_and_grads(snn.model, snn.guide, obs, relaxed=False)
-            grads.append(torch.cat([p.grad.reshape(-1) for p in snn.parameters()]))
-    finally:
-        torch.set_default_dtype(old)
+    pyro.set_rng_seed(0)
+    snn = SNN(2, 2, duration=8.0, upper_bound=3.0, init_scale=1.0)
+    obs, _ = snn.simulate(3)
+    grads = []
+    for elbo in (Trace_ELBO(), pyro.infer.TraceGraph_ELBO()):
+        for p in snn.parameters():
+            p.grad = None
+        pyro.set_rng_seed(5)
+        elbo.loss_and_grads(snn.model, snn.guide, obs, relaxed=False)
+        grads.append(torch.cat([p.grad.reshape(-1) for p in snn.parameters()]))
     assert grads[0].abs().max() > 1.0
     assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-9)

@@ -191,30 +191,25 @@ def test_simulate_on_another_window():
     assert float(observed[..., 0][observed[..., 1:].sum(-1) > 0].max()) > 5.0
 
 
-def test_log_marginal_known_answer_and_effective_sample_size():
+def test_log_marginal_known_answer_and_effective_sample_size(float64_default):
     # With no hidden -> observed weights the observed neurons ignore the hidden ones, so every
     # importance weight equals p(J_O) of the observed sub-network alone: the estimate is exact
     # and the effective sample size is S. With coupling the ESS drops below S (>= 1).
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        pyro.set_rng_seed(0)
-        snn = SNN(2, 2, duration=10.0, upper_bound=3.0, init_scale=1.0)
-        obs, _ = snn.simulate(3)
-        with torch.no_grad():
-            snn.weight[:, :2, 2:] = 0.0
-        alone = SpikingPointProcess(snn.bias[:2], snn.weight[:, :2, :2], snn.time_constants,
-                                    10.0, snn.upper_bound, capacity=obs.shape[-2])
-        est, ess = snn.log_marginal(obs, num_samples=12, batch_size=5, return_ess=True)
-        assert est.shape == ess.shape == (3,)
-        assert torch.allclose(est, alone.log_prob(obs), rtol=1e-10)
-        assert torch.allclose(ess, torch.full_like(ess, 12.0), rtol=1e-8)
-        with torch.no_grad():
-            snn.weight[:, :2, 2:] = 3.0
-        est, ess = snn.log_marginal(obs, num_samples=12, batch_size=5, return_ess=True)
-        assert bool(torch.isfinite(est).all())
-        assert bool(((ess >= 1 - 1e-9) & (ess < 12)).all())
-    finally:
-        torch.set_default_dtype(old)
+    pyro.set_rng_seed(0)
+    snn = SNN(2, 2, duration=10.0, upper_bound=3.0, init_scale=1.0)
+    obs, _ = snn.simulate(3)
+    with torch.no_grad():
+        snn.weight[:, :2, 2:] = 0.0
+    alone = SpikingPointProcess(snn.bias[:2], snn.weight[:, :2, :2], snn.time_constants,
+                                10.0, snn.upper_bound, capacity=obs.shape[-2])
+    est, ess = snn.log_marginal(obs, num_samples=12, batch_size=5, return_ess=True)
+    assert est.shape == ess.shape == (3,)
+    assert torch.allclose(est, alone.log_prob(obs), rtol=1e-10)
+    assert torch.allclose(ess, torch.full_like(ess, 12.0), rtol=1e-8)
+    with torch.no_grad():
+        snn.weight[:, :2, 2:] = 3.0
+    est, ess = snn.log_marginal(obs, num_samples=12, batch_size=5, return_ess=True)
+    assert bool(torch.isfinite(est).all())
+    assert bool(((ess >= 1 - 1e-9) & (ess < 12)).all())
     with pytest.raises(ValueError, match="batch_size"):
         snn.log_marginal(obs, num_samples=4, batch_size=0)
