@@ -190,11 +190,11 @@ class SNN(PyroModule):
     @torch.no_grad()
     def log_marginal(self, observed, num_samples=100, batch_size=None, return_ess=False):
         """
-        Importance-sampling estimate of :math:`\log p(J_O)` per sequence with the exact guide
-        as proposal: :math:`\log \frac1S \sum_s w_s`,
+        Importance-sampling estimate of :math:`\\log p(J_O)` per sequence with the exact guide
+        as proposal: :math:`\\log \\frac1S \\sum_s w_s` with importance weights
         :math:`w_s = p(J_O, J_H^{(s)}) / q(J_H^{(s)})`. Its expectation is a lower bound of
-        :math:`\log p(J_O)`, tight only when :math:`q` is close to the posterior of the hidden
-        spikes; the effective sample size :math:`(\sum_s w_s)^2 / \sum_s w_s^2` tells how
+        :math:`\\log p(J_O)`, tight only when :math:`q` is close to the posterior of the hidden
+        spikes; the effective sample size :math:`(\\sum_s w_s)^2 / \\sum_s w_s^2` tells how
         close (near :math:`S`: reliable; near 1: one sample dominates and the estimate is loose).
 
         :param int num_samples: :math:`S`.
