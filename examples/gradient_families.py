@@ -206,7 +206,7 @@ class EventLIF(Family):
         return ((rate - self.target) ** 2).mean(), rate.mean()
 
     def reference_gradient(self, num, step=0.05):
-        """:math:`d\mathcal L/dc` by a central finite difference of the Monte Carlo loss with
+        """:math:`d\\mathcal L/dc` by a central finite difference of the Monte Carlo loss with
         common random numbers (``num`` paths per side, no path-wise derivative involved):
         ``(mean, standard error)``."""
         k, c = self.args.num_spikes, self.value()
@@ -260,8 +260,8 @@ class SmoothGate(Family):
         return (rate - self.target) ** 2, rate
 
     def reference_gradient(self, num=None):
-        """:math:`d\mathcal L/dw` with the hard QIF's rate :math:`\sqrt{w}/(\pi\tau_m)` in
-        place of :math:`\hat r` (the smooth-rate limit of the hard model): ``(value, 0)``."""
+        """:math:`d\\mathcal L/dw` with the hard QIF's rate :math:`\\sqrt{w}/(\\pi\\tau_m)` in
+        place of :math:`\\hat r` (the smooth-rate limit of the hard model): ``(value, 0)``."""
         w, tau = self.value(), self.args.tau_mem
         rate = math.sqrt(w) / (math.pi * tau)
         return 2 * (rate - self.target) / (2 * math.pi * tau * math.sqrt(w)), 0.0
