@@ -213,3 +213,32 @@ def test_log_marginal_known_answer_and_effective_sample_size(float64_default):
     assert bool(((ess >= 1 - 1e-9) & (ess < 12)).all())
     with pytest.raises(ValueError, match="batch_size"):
         snn.log_marginal(obs, num_samples=4, batch_size=0)
+
+
+def test_cancel_hidden_keeps_elbo_and_gradient(float64_default):
+    # with the prior guide, log p_H - log q = 0 for every sample: masking both hidden sites
+    # gives the same loss and the same path-wise gradient on the same sample
+    pyro.set_rng_seed(0)
+    snn = SNN(2, 2, duration=8.0, upper_bound=3.0, init_scale=1.0)
+    obs, _ = snn.simulate(3)
+    results = []
+    for cancel in (False, True):
+        pyro.set_rng_seed(5)
+        loss = Trace_ELBO().differentiable_loss(snn.model, snn.guide, obs, relaxed=True,
+                                                temperature=0.5, cancel_hidden=cancel)
+        grads = torch.autograd.grad(loss, list(snn.parameters()))
+        results.append((loss, torch.cat([g.reshape(-1) for g in grads])))
+    (loss0, g0), (loss1, g1) = results
+    assert g0.abs().max() > 0.1
+    assert torch.allclose(loss0, loss1, rtol=1e-9)
+    assert torch.allclose(g0, g1, rtol=1e-7, atol=1e-9)
+    # a masked site computes no density: its trace log_prob is zero
+    pyro.set_rng_seed(5)
+    tr = poutine.trace(snn.guide).get_trace(obs, cancel_hidden=True)
+    tr.compute_log_prob()
+    assert float(tr.nodes["hidden"]["log_prob"].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="cancel_hidden"):
+        snn.model(obs, relaxed=False, cancel_hidden=True)
+    separate = SNN(2, 2, duration=8.0, guide_type="separate", name="sep")
+    with pytest.raises(ValueError, match="guide_type='prior'"):
+        separate.guide(obs, cancel_hidden=True)

@@ -133,19 +133,39 @@ class SNN(PyroModule):
                 f"observed has {observed.shape[-1] - 1} neurons, expected {self.num_observed}"
             )
 
+    def _check_cancel(self, relaxed, cancel_hidden):
+        if cancel_hidden and (self.guide_type != "prior" or not relaxed):
+            raise ValueError(
+                "cancel_hidden=True needs guide_type='prior' (the guide is the model's hidden "
+                "factor) and relaxed=True (score-function gradients need log q); got "
+                f"guide_type={self.guide_type!r}, relaxed={relaxed!r}"
+            )
+
     # ------------------------------------------------------------------ Pyro programs
     @pyro_method
-    def model(self, observed, relaxed=True, temperature=0.3, baseline=False):
+    def model(self, observed, relaxed=True, temperature=0.3, baseline=False,
+              cancel_hidden=False):
         """
         :math:`p(J_O, J_H; \\theta)` with ``observed`` (``(B, C, 1 + D_O)``) as data.
         ``baseline`` is accepted (and ignored) so that model and guide take the same arguments.
+
+        ``cancel_hidden=True`` (only with ``guide_type="prior"`` and ``relaxed=True``, passed to
+        model and guide alike): the model's hidden factor and the guide are then the same
+        density, so :math:`\\log p_H(J_H) - \\log q(J_H) = 0` for every sample and every
+        parameter value; both sites are masked (``.mask(False)``: no log density is computed),
+        which leaves the ELBO :math:`E_q[\\log p_O(J_O \\| J_H)]` and its path-wise gradient
+        unchanged and saves two relaxed log-densities per step. The model is then no longer
+        the joint density on its own, so leave it off outside such SVI steps.
         """
         self._check_observed(observed)
+        self._check_cancel(relaxed, cancel_hidden)
         with pyro.plate("sequences", observed.shape[0], dim=-1):
             if self.num_hidden:
                 hid = self.hidden_process(observed)
                 if relaxed:
                     hid = RelaxedPointProcess(hid, temperature)
+                if cancel_hidden:
+                    hid = hid.mask(False)
                 hidden = pyro.sample("hidden", hid)
                 obs = self.observed_process(hidden, observed.shape[-2])
             else:
@@ -153,9 +173,14 @@ class SNN(PyroModule):
             pyro.sample("observed", obs, obs=observed)
 
     @pyro_method
-    def guide(self, observed, relaxed=True, temperature=0.3, baseline=False):
-        """:math:`q(J_H; \\phi)`: hidden dynamics driven by the observed spikes."""
+    def guide(self, observed, relaxed=True, temperature=0.3, baseline=False,
+              cancel_hidden=False):
+        """
+        :math:`q(J_H; \\phi)`: hidden dynamics driven by the observed spikes (see
+        :meth:`model` for ``cancel_hidden``).
+        """
         self._check_observed(observed)
+        self._check_cancel(relaxed, cancel_hidden)
         if not self.num_hidden:
             return
         with pyro.plate("sequences", observed.shape[0], dim=-1):
@@ -163,6 +188,8 @@ class SNN(PyroModule):
             infer = {}
             if relaxed:
                 hid = RelaxedPointProcess(hid, temperature)
+                if cancel_hidden:
+                    hid = hid.mask(False)
             elif baseline:
                 infer = {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}}
             pyro.sample("hidden", hid, infer=infer)
