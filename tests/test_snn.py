@@ -211,6 +211,17 @@ def test_log_marginal_known_answer_and_effective_sample_size(float64_default):
     est, ess = snn.log_marginal(obs, num_samples=12, batch_size=5, return_ess=True)
     assert bool(torch.isfinite(est).all())
     assert bool(((ess >= 1 - 1e-9) & (ess < 12)).all())
+    # a separate guide with the model's own parameters is the same proposal: the weights with
+    # the explicit log p_H - log q terms equal those of the prior guide (where they are skipped)
+    separate = SNN(2, 2, duration=10.0, upper_bound=3.0, guide_type="separate", name="sep")
+    with torch.no_grad():
+        for name in ("bias", "weight"):
+            getattr(separate, name).copy_(getattr(snn, name))
+            getattr(separate, "guide_" + name).copy_(getattr(snn, name))
+    torch.manual_seed(7)
+    prior_est = snn.log_marginal(obs, num_samples=6)
+    torch.manual_seed(7)
+    assert torch.allclose(separate.log_marginal(obs, num_samples=6), prior_est, rtol=1e-9)
     with pytest.raises(ValueError, match="batch_size"):
         snn.log_marginal(obs, num_samples=4, batch_size=0)
 

@@ -244,11 +244,10 @@ class SNN(PyroModule):
         chunks = []
         for start in range(0, num_samples, batch_size):
             hidden = q.sample((min(batch_size, num_samples - start),))
-            chunks.append(
-                model_hidden.log_prob(hidden)
-                + self.observed_process(hidden, observed.shape[-2]).log_prob(observed)
-                - q.log_prob(hidden)
-            )
+            log_w = self.observed_process(hidden, observed.shape[-2]).log_prob(observed)
+            if self.guide_type != "prior":  # for the prior guide log p_H - log q = 0 exactly
+                log_w = log_w + model_hidden.log_prob(hidden) - q.log_prob(hidden)
+            chunks.append(log_w)
         log_w = torch.cat(chunks, 0)
         total = torch.logsumexp(log_w, 0)
         estimate = total - math.log(num_samples)
