@@ -171,6 +171,36 @@ static PyObject *scan_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *spiking_terms(PyObject *self, PyObject *args) {
+    int is_double;
+    Py_ssize_t N, R, L, D, Q, bias_seq, weight_seq, rates_seq, upper_seq;
+    unsigned long long times, marks, bias, weight, rates, upper, nodes, qweights, mark_sum,
+        integral;
+    if (!PyArg_ParseTuple(args, "innnnnKKKnKnKnKnKKKK", &is_double, &N, &R, &L, &D, &Q, &times,
+                          &marks, &bias, &bias_seq, &weight, &weight_seq, &rates, &rates_seq,
+                          &upper, &upper_seq, &nodes, &qweights, &mark_sum, &integral))
+        return NULL;
+    size_t size = is_double ? sizeof(double) : sizeof(float);
+    void *work = malloc((size_t)((2 * D + 1) * L + 1) * size);
+    if (!work) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        spiking_terms_f64(N, R, L, D, Q, PTR(double, times), PTR(double, marks),
+                          PTR(double, bias), bias_seq, PTR(double, weight), weight_seq,
+                          PTR(double, rates), rates_seq, PTR(double, upper), upper_seq,
+                          PTR(double, nodes), PTR(double, qweights), PTR(double, mark_sum),
+                          PTR(double, integral), (double *)work);
+    else
+        spiking_terms_f32(N, R, L, D, Q, PTR(float, times), PTR(float, marks), PTR(float, bias),
+                          bias_seq, PTR(float, weight), weight_seq, PTR(float, rates),
+                          rates_seq, PTR(float, upper), upper_seq, PTR(float, nodes),
+                          PTR(float, qweights), PTR(float, mark_sum), PTR(float, integral),
+                          (float *)work);
+    Py_END_ALLOW_THREADS
+    free(work);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"thinning_forward", thinning_forward, METH_VARARGS,
      "Sequential thinning loop (exact or relaxed marks) over contiguous CPU buffers."},
@@ -180,6 +210,8 @@ static PyMethodDef methods[] = {
      "Exponential-decay trace recursion (exp_decay_scan) over contiguous CPU buffers."},
     {"scan_backward", scan_backward, METH_VARARGS,
      "Vector-Jacobian product of scan_forward (inputs, times, rates)."},
+    {"spiking_terms", spiking_terms, METH_VARARGS,
+     "Log-likelihood terms (marks, compensator) of SpikingPointProcess, forward only."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
      "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
     {NULL, NULL, 0, NULL},
@@ -193,7 +225,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 4
+#define KERNELS_VERSION 5
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

@@ -282,6 +282,66 @@ static void FN(scan_backward)(Py_ssize_t B, Py_ssize_t G, Py_ssize_t R, Py_ssize
     }
 }
 
+/*
+ * Log-likelihood terms of SpikingPointProcess, forward only (no autograd): over the sorted
+ * merged rows of each sequence (times (N, R), network marks (N, R, D)), with traces h (L, D)
+ * that start at zero,
+ *   mark_sum_d += m_{r,d} (log a + log sigma(b_d + sum_l h_{l,d}))       (m_{r,d} != 0 only)
+ *   start = h + W m_r;  integral_d += a dt_r sum_q w_q sigma(b_d + sum_l start_{l,d} e^{-s_q r_l})
+ *   h = start e^{-dt_r r_l}
+ * with Gauss-Legendre nodes s_q = node_q dt_r on each interval [t_r, t_{r+1}). bias, weight,
+ * rates and a advance by their *_seq strides per sequence (0: shared). work: (2 D + 1) L.
+ */
+static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D,
+                              Py_ssize_t Q, const T *times, const T *marks, const T *bias,
+                              Py_ssize_t bias_seq, const T *weight, Py_ssize_t weight_seq,
+                              const T *rates, Py_ssize_t rates_seq, const T *upper,
+                              Py_ssize_t upper_seq, const T *nodes, const T *qweights,
+                              T *mark_sum, T *integral, T *work) {
+    T *h = work, *start = work + L * D, *e = work + 2 * L * D;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *t = times + n * R, *b = bias + n * bias_seq, *w = weight + n * weight_seq;
+        const T *rate = rates + n * rates_seq;
+        const T a = upper[n * upper_seq], log_a = LOG(a);
+        T *ms = mark_sum + n * D, *in = integral + n * D;
+        for (Py_ssize_t d = 0; d < D; d++) ms[d] = in[d] = 0;
+        for (Py_ssize_t k = 0; k < L * D; k++) h[k] = 0;
+        for (Py_ssize_t r = 0; r < R; r++) {
+            const T *m = marks + (n * R + r) * D;
+            for (Py_ssize_t k = 0; k < L * D; k++) start[k] = h[k];
+            for (Py_ssize_t i = 0; i < D; i++) {
+                const T mi = m[i];
+                if (mi == 0) continue;
+                /* the mark's own term, at the left limit */
+                T u = b[i];
+                for (Py_ssize_t l = 0; l < L; l++) u += h[l * D + i];
+                ms[i] += mi * (log_a - FN(softplus)(-u));
+                /* its jump of every trace: W[l, d, i] */
+                for (Py_ssize_t l = 0; l < L; l++) {
+                    const T *wl = w + l * D * D;
+                    T *sl = start + l * D;
+                    for (Py_ssize_t d = 0; d < D; d++) sl[d] += wl[d * D + i] * mi;
+                }
+            }
+            if (r == R - 1) break;
+            const T dt = t[r + 1] - t[r];
+            for (Py_ssize_t q = 0; q < Q; q++) {
+                for (Py_ssize_t l = 0; l < L; l++) e[l] = EXP(-nodes[q] * dt * rate[l]);
+                const T scale = qweights[q] * a * dt;
+                for (Py_ssize_t d = 0; d < D; d++) {
+                    T u = b[d];
+                    for (Py_ssize_t l = 0; l < L; l++) u += start[l * D + d] * e[l];
+                    in[d] += scale / (1 + EXP(-u));
+                }
+            }
+            for (Py_ssize_t l = 0; l < L; l++) {
+                const T decay = EXP(-dt * rate[l]);
+                for (Py_ssize_t d = 0; d < D; d++) h[l * D + d] = start[l * D + d] * decay;
+            }
+        }
+    }
+}
+
 #undef FN
 #undef CAT
 #undef CAT_

@@ -11,7 +11,9 @@ and of the relaxed sampler's forward and adjoint sweeps run in a small C extensi
 On other devices, or where the extension was not built, the same loops run as PyTorch
 operations batched over sequences; the tests check that both paths agree. The exponential
 trace recursion of the log-likelihoods (:func:`~pyro_spikes.distributions.exp_decay_scan`) runs
-here too on the CPU, with its reverse recursion as the gradient.
+here too on the CPU, with its reverse recursion as the gradient, and so does the whole
+:class:`~pyro_spikes.distributions.SpikingPointProcess` log-likelihood when no gradient is
+needed (:func:`spiking_terms`).
 
 :func:`compiled_loops` switches the compiled path off (or on) for a block of code, e.g. to
 compare the two; the environment variable ``PYRO_SPIKES_COMPILED=0`` switches it off for the
@@ -35,7 +37,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 4
+VERSION = 5
 
 
 def _checked(module):
@@ -63,6 +65,7 @@ __all__ = [
     "compiled_loops",
     "has_compiled_loops",
     "relaxed_adjoint",
+    "spiking_terms",
     "thinning_loop",
 ]
 
@@ -400,3 +403,49 @@ def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
     """The compiled :func:`~pyro_spikes.distributions.exp_decay_scan` (CPU float tensors of one
     dtype); ``torch_scan`` is the PyTorch implementation used for higher derivatives."""
     return _CompiledScan.apply(times, inputs, rates, torch_scan)
+
+
+def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights):
+    """
+    Forward-only (no autograd) log-likelihood terms of
+    :class:`~pyro_spikes.distributions.SpikingPointProcess` over sorted merged rows, compiled:
+    per sequence and network neuron :math:`d`, the mark term
+    :math:`\\sum_r m_{r,d} \\log \\lambda_d(t_r^-)` and the compensator
+    :math:`\\sum_r \\int_{t_r}^{t_{r+1}} \\lambda_d` by Gauss-Legendre quadrature (``nodes``
+    on ``[0, 1]`` and ``qweights`` summing to one), the same numbers as the PyTorch path.
+
+    :param times: ``(N, R)``; ``marks``: ``(N, R, D)``; ``bias``: ``(N, D)``; ``weight``:
+        ``(L, D, D)`` or ``(N, L, D, D)``; ``rates`` (:math:`1/\\tau_l`): ``(N, L)``;
+        ``upper_bound``: ``(N,)``.
+    :returns: ``(mark_sum, integral)``, each ``(N, D)``.
+    """
+    if not compiled_for(times):
+        raise RuntimeError("spiking_terms needs the compiled loops and a CPU float tensor")
+    n, num_rows = times.shape
+    d = marks.shape[-1]
+    num_basis = weight.shape[-3]
+    for name, x in (("marks", marks), ("bias", bias), ("weight", weight), ("rates", rates),
+                    ("upper_bound", upper_bound), ("nodes", nodes), ("qweights", qweights)):
+        _check_float(name, x, times)
+    _check_shape("marks", marks, (n, num_rows, d))
+    _check_shape("bias", bias, (n, d))
+    _check_shape("weight", weight, (num_basis, d, d), (n, num_basis, d, d))
+    _check_shape("rates", rates, (n, num_basis))
+    _check_shape("upper_bound", upper_bound, (n,))
+    times, marks, bias = times.contiguous(), marks.contiguous(), bias.contiguous()
+    weight, rates, upper_bound = weight.contiguous(), rates.contiguous(), upper_bound.contiguous()
+    nodes, qweights = nodes.contiguous(), qweights.contiguous()
+    mark_sum, integral = times.new_empty(n, d), times.new_empty(n, d)
+    batched = weight.dim() == 4
+
+    def call(a, b):
+        _compiled.spiking_terms(
+            times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
+            _at(times, a), _at(marks, a), _at(bias, a), d,
+            _at(weight, a) if batched else weight.data_ptr(), num_basis * d * d if batched else 0,
+            _at(rates, a), num_basis, _at(upper_bound, a), 1, nodes.data_ptr(),
+            qweights.data_ptr(), _at(mark_sum, a), _at(integral, a),
+        )
+
+    _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+    return mark_sum, integral

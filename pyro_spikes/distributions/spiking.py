@@ -257,6 +257,48 @@ class SpikingPointProcess(PointProcess):
         log_none = torch.logsumexp(F.logsigmoid(-u), -1, keepdim=True) - log_share
         return torch.cat([log_spike, log_none], -1)
 
+    def _terms(self, value):
+        # Without autograd (evaluation, importance sampling, benchmarks) the compiled loop
+        # computes the same sums row by row on the CPU; with autograd the PyTorch path below.
+        ref = self.bias
+        params = (self.bias, self.weight, self.time_constants, self.upper_bound)
+        if (
+            kernels.compiled_for(ref)
+            and not (torch.is_grad_enabled()
+                     and any(x.requires_grad for x in params + (value,)))
+            and all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in params + (value,))
+            and all(x.dtype == ref.dtype for x in params)
+        ):
+            with torch.no_grad():
+                return self._terms_compiled(value)
+        return super()._terms(value)
+
+    def _terms_compiled(self, value):
+        value = trim_padding(value, self.duration)
+        times, marks, _, _ = self._rows(value)
+        shape = times.shape[:-1]
+        n, d, l = shape.numel(), self.num_network, self.num_basis
+        if self.bias.dim() > 1 or self.weight.dim() > 3 or self.time_constants.dim() > 1 \
+                or self.upper_bound.dim() > 0:
+            shape = torch.Size(broadcast_shape(shape, self.batch_shape))
+            n = shape.numel()
+            times = times.expand(shape + times.shape[-1:])
+            marks = marks.expand(shape + marks.shape[-2:])
+        bias = self.bias.expand(shape + (d,)).reshape(n, d)
+        rates = (1.0 / self.time_constants).expand(shape + (l,)).reshape(n, l)
+        a = self.upper_bound.expand(shape).reshape(n)
+        if self.weight.shape[:-3].numel() == 1:
+            weight = self.weight.reshape(l, d, d)
+        else:
+            weight = self.weight.expand(shape + (l, d, d)).reshape(n, l, d, d)
+        nodes, qweights = _gauss_legendre(self.quadrature_order, times)
+        mark_sum, integral = kernels.spiking_terms(
+            times.reshape(n, -1), marks.reshape(n, -1, d), bias, weight, rates, a, nodes,
+            qweights,
+        )
+        return (self._select(mark_sum.reshape(shape + (d,))),
+                self._select(integral.reshape(shape + (d,))))
+
     def _row_terms(self, times, marks):
         a = self.upper_bound.unsqueeze(-1).unsqueeze(-1)
         bias = self.bias.unsqueeze(-2)
