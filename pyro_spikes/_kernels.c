@@ -201,6 +201,39 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
+    int is_double;
+    Py_ssize_t N, R, L, D, Q, bias_seq, weight_seq, rates_seq, upper_seq;
+    unsigned long long times, marks, bias, weight, rates, upper, nodes, qweights, g_mark, g_int,
+        gt, gm, gb, gw, gr, ga;
+    if (!PyArg_ParseTuple(args, "innnnnKKKnKnKnKnKKKKKKKKKK", &is_double, &N, &R, &L, &D, &Q,
+                          &times, &marks, &bias, &bias_seq, &weight, &weight_seq, &rates,
+                          &rates_seq, &upper, &upper_seq, &nodes, &qweights, &g_mark, &g_int,
+                          &gt, &gm, &gb, &gw, &gr, &ga))
+        return NULL;
+    size_t size = is_double ? sizeof(double) : sizeof(float);
+    void *work = malloc((size_t)(R * L * D + 3 * L * D + 2 * L + 1) * size);
+    if (!work) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        spiking_terms_backward_f64(
+            N, R, L, D, Q, PTR(double, times), PTR(double, marks), PTR(double, bias), bias_seq,
+            PTR(double, weight), weight_seq, PTR(double, rates), rates_seq, PTR(double, upper),
+            upper_seq, PTR(double, nodes), PTR(double, qweights), PTR(double, g_mark),
+            PTR(double, g_int), PTR(double, gt), PTR(double, gm), PTR(double, gb),
+            PTR(double, gw), PTR(double, gr), PTR(double, ga), (double *)work);
+    else
+        spiking_terms_backward_f32(
+            N, R, L, D, Q, PTR(float, times), PTR(float, marks), PTR(float, bias), bias_seq,
+            PTR(float, weight), weight_seq, PTR(float, rates), rates_seq, PTR(float, upper),
+            upper_seq, PTR(float, nodes), PTR(float, qweights), PTR(float, g_mark),
+            PTR(float, g_int), PTR(float, gt), PTR(float, gm), PTR(float, gb), PTR(float, gw),
+            PTR(float, gr), PTR(float, ga), (float *)work);
+    Py_END_ALLOW_THREADS
+    free(work);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"thinning_forward", thinning_forward, METH_VARARGS,
      "Sequential thinning loop (exact or relaxed marks) over contiguous CPU buffers."},
@@ -212,6 +245,8 @@ static PyMethodDef methods[] = {
      "Vector-Jacobian product of scan_forward (inputs, times, rates)."},
     {"spiking_terms", spiking_terms, METH_VARARGS,
      "Log-likelihood terms (marks, compensator) of SpikingPointProcess, forward only."},
+    {"spiking_terms_backward", spiking_terms_backward, METH_VARARGS,
+     "Vector-Jacobian product of spiking_terms."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
      "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
     {NULL, NULL, 0, NULL},
@@ -225,7 +260,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 5
+#define KERNELS_VERSION 6
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

@@ -342,6 +342,138 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
     }
 }
 
+/*
+ * Vector-Jacobian product of spiking_terms (per sequence; weight gradients are written per
+ * sequence, gw (N, L, D, D), and summed by the caller when the weights are shared). With gM,
+ * gI the adjoints of the mark sums and integrals, a reverse sweep over the rows carries the
+ * adjoint of the traces: at row r the quadrature terms and the recursion h_{r+1} = start_r E_r
+ * give the adjoint S of start_r, then start_r = h_r + W m_r gives those of h_r, W and m_r, and
+ * the mark term at u^-_r = b + sum_l h_r adds its own. The rows' start values are recomputed
+ * by a forward pass into work (R L D entries, plus 4 L D + 2 L).
+ */
+static void FN(spiking_terms_backward)(
+    Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, Py_ssize_t Q, const T *times,
+    const T *marks, const T *bias, Py_ssize_t bias_seq, const T *weight, Py_ssize_t weight_seq,
+    const T *rates, Py_ssize_t rates_seq, const T *upper, Py_ssize_t upper_seq, const T *nodes,
+    const T *qweights, const T *g_mark, const T *g_int, T *gt, T *gm, T *gb, T *gw, T *gr,
+    T *ga, T *work) {
+    T *starts = work, *hb = work + R * L * D, *sb = hb + L * D, *h = sb + L * D;
+    T *e = h + L * D, *eb = e + L;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *t = times + n * R, *b = bias + n * bias_seq, *w = weight + n * weight_seq;
+        const T *m_all = marks + n * R * D, *rate = rates + n * rates_seq;
+        const T a = upper[n * upper_seq], log_a = LOG(a);
+        const T *gM = g_mark + n * D, *gI = g_int + n * D;
+        T *gtn = gt + n * R, *gmn = gm + n * R * D, *gbn = gb + n * D, *gwn = gw + n * L * D * D;
+        T *grn = gr + n * L, gan = 0;
+        for (Py_ssize_t k = 0; k < R; k++) gtn[k] = 0;
+        for (Py_ssize_t k = 0; k < R * D; k++) gmn[k] = 0;
+        for (Py_ssize_t k = 0; k < D; k++) gbn[k] = 0;
+        for (Py_ssize_t k = 0; k < L * D * D; k++) gwn[k] = 0;
+        for (Py_ssize_t k = 0; k < L; k++) grn[k] = 0;
+        /* forward: the start value of every row */
+        for (Py_ssize_t k = 0; k < L * D; k++) h[k] = 0;
+        for (Py_ssize_t r = 0; r < R; r++) {
+            const T *m = m_all + r * D;
+            T *st = starts + r * L * D;
+            for (Py_ssize_t k = 0; k < L * D; k++) st[k] = h[k];
+            for (Py_ssize_t i = 0; i < D; i++) {
+                if (m[i] == 0) continue;
+                for (Py_ssize_t l = 0; l < L; l++)
+                    for (Py_ssize_t d = 0; d < D; d++) st[l * D + d] += w[(l * D + d) * D + i] * m[i];
+            }
+            if (r < R - 1) {
+                const T dt = t[r + 1] - t[r];
+                for (Py_ssize_t l = 0; l < L; l++) {
+                    const T decay = EXP(-dt * rate[l]);
+                    for (Py_ssize_t d = 0; d < D; d++) h[l * D + d] = st[l * D + d] * decay;
+                }
+            }
+        }
+        /* reverse sweep; hb: adjoint of h_{r+1} */
+        for (Py_ssize_t k = 0; k < L * D; k++) hb[k] = 0;
+        for (Py_ssize_t r = R - 1; r >= 0; r--) {
+            const T *m = m_all + r * D, *st = starts + r * L * D;
+            for (Py_ssize_t k = 0; k < L * D; k++) sb[k] = 0;
+            if (r < R - 1) {
+                const T dt = t[r + 1] - t[r];
+                T dtb = 0;
+                for (Py_ssize_t l = 0; l < L; l++) { /* h_{r+1} = start_r E_r */
+                    const T decay = EXP(-dt * rate[l]);
+                    T eb_l = 0;
+                    for (Py_ssize_t d = 0; d < D; d++) {
+                        eb_l += hb[l * D + d] * st[l * D + d];
+                        sb[l * D + d] += hb[l * D + d] * decay;
+                    }
+                    dtb -= eb_l * rate[l] * decay;
+                    grn[l] -= eb_l * dt * decay;
+                }
+                for (Py_ssize_t q = 0; q < Q; q++) { /* the interval's quadrature */
+                    for (Py_ssize_t l = 0; l < L; l++) {
+                        e[l] = EXP(-nodes[q] * dt * rate[l]);
+                        eb[l] = 0;
+                    }
+                    for (Py_ssize_t d = 0; d < D; d++) {
+                        if (gI[d] == 0) continue;
+                        T u = b[d];
+                        for (Py_ssize_t l = 0; l < L; l++) u += st[l * D + d] * e[l];
+                        const T sig = 1 / (1 + EXP(-u));
+                        gan += gI[d] * dt * qweights[q] * sig;
+                        dtb += gI[d] * a * qweights[q] * sig;
+                        const T ub = gI[d] * a * dt * qweights[q] * sig * (1 - sig);
+                        gbn[d] += ub;
+                        for (Py_ssize_t l = 0; l < L; l++) {
+                            sb[l * D + d] += ub * e[l];
+                            eb[l] += ub * st[l * D + d];
+                        }
+                    }
+                    for (Py_ssize_t l = 0; l < L; l++) {
+                        dtb -= eb[l] * nodes[q] * rate[l] * e[l];
+                        grn[l] -= eb[l] * nodes[q] * dt * e[l];
+                    }
+                }
+                gtn[r + 1] += dtb;
+                gtn[r] -= dtb;
+            }
+            /* start_r = h_r + W m_r: hb becomes the adjoint of h_r */
+            for (Py_ssize_t k = 0; k < L * D; k++) hb[k] = sb[k];
+            for (Py_ssize_t i = 0; i < D; i++) {
+                T acc = 0;
+                for (Py_ssize_t l = 0; l < L; l++)
+                    for (Py_ssize_t d = 0; d < D; d++) {
+                        acc += sb[l * D + d] * w[(l * D + d) * D + i];
+                        if (m[i] != 0) gwn[(l * D + d) * D + i] += sb[l * D + d] * m[i];
+                    }
+                gmn[r * D + i] += acc;
+            }
+            /* the mark term at the left limit u^- = b + sum_l h_r, h_r = start_{r-1} E_{r-1} */
+            if (r > 0) {
+                const T dtp = t[r] - t[r - 1];
+                const T *sp = starts + (r - 1) * L * D;
+                for (Py_ssize_t l = 0; l < L; l++) {
+                    const T decay = EXP(-dtp * rate[l]);
+                    for (Py_ssize_t d = 0; d < D; d++) h[l * D + d] = sp[l * D + d] * decay;
+                }
+            } else {
+                for (Py_ssize_t k = 0; k < L * D; k++) h[k] = 0;
+            }
+            for (Py_ssize_t d = 0; d < D; d++) {
+                if (gM[d] == 0) continue;
+                T u = b[d];
+                for (Py_ssize_t l = 0; l < L; l++) u += h[l * D + d];
+                gmn[r * D + d] += gM[d] * (log_a - FN(softplus)(-u));
+                const T md = m[d];
+                if (md == 0) continue;
+                const T ub = gM[d] * md / (1 + EXP(u)); /* d log sigma(u) / du = sigma(-u) */
+                gbn[d] += ub;
+                for (Py_ssize_t l = 0; l < L; l++) hb[l * D + d] += ub;
+                gan += gM[d] * md / a;
+            }
+        }
+        ga[n] = gan;
+    }
+}
+
 #undef FN
 #undef CAT
 #undef CAT_

@@ -215,3 +215,42 @@ def test_compiled_log_likelihood_terms_agree(case):
     with_grad = SpikingPointProcess(bias_grad, weight, tau, 6.0, 3.0, **kw).log_prob(value)
     assert with_grad.requires_grad and torch.allclose(with_grad.detach(), slow, rtol=tol,
                                                       atol=tol)
+
+
+@needs_compiled
+@pytest.mark.parametrize("batched", [False, True])
+def test_compiled_spiking_terms_gradients(batched):
+    # the compiled reverse sweep equals autograd through the PyTorch formulas, for every input
+    # (times, soft marks, bias, shared or per-sequence weights, rates, upper bound); gradcheck
+    # and gradgradcheck (second derivatives go through the PyTorch formulas)
+    from pyro_spikes.distributions.spiking import _gauss_legendre
+
+    g = torch.Generator().manual_seed(8)
+    n, r, l, d = 3, 9, 2, 3
+    dt = torch.float64
+    times = (torch.rand(n, r, generator=g, dtype=dt) * 4).sort(-1).values
+    marks = torch.rand(n, r, d, generator=g, dtype=dt) * 0.3
+    marks[:, ::3] = 0  # zero-mark rows (grid, padding) too
+    bias = torch.randn(n, d, generator=g, dtype=dt) * 0.5
+    weight = torch.randn(((n,) if batched else ()) + (l, d, d), generator=g, dtype=dt)
+    rates = torch.rand(n, l, generator=g, dtype=dt) + 0.3
+    upper = torch.rand(n, generator=g, dtype=dt) + 1
+    nodes, qweights = _gauss_legendre(4, times)
+    inputs = [x.clone().requires_grad_() for x in (times, marks, bias, weight, rates, upper)]
+    w_m, w_i = torch.randn(n, d, generator=g, dtype=dt), torch.randn(n, d, generator=g, dtype=dt)
+
+    def loss(fn, args):
+        mark_sum, integral = fn(*args, nodes, qweights)
+        return (mark_sum * w_m).sum() + (integral * w_i).sum()
+
+    fast = torch.autograd.grad(loss(kernels.spiking_terms, inputs), inputs)
+    ref_inputs = [x.detach().clone().requires_grad_() for x in inputs]
+    slow = torch.autograd.grad(loss(kernels.spiking_terms_torch, ref_inputs), ref_inputs)
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-10)
+    small = [x[:1].detach().clone().requires_grad_() if x.dim() and x.shape[0] == n and
+             (x is not inputs[3] or batched) else x.detach().clone().requires_grad_()
+             for x in inputs]
+    fn = lambda *a: kernels.spiking_terms(*a, nodes, qweights)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, small)
+    assert torch.autograd.gradgradcheck(fn, small)

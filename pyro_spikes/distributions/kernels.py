@@ -12,8 +12,8 @@ On other devices, or where the extension was not built, the same loops run as Py
 operations batched over sequences; the tests check that both paths agree. The exponential
 trace recursion of the log-likelihoods (:func:`~pyro_spikes.distributions.exp_decay_scan`) runs
 here too on the CPU, with its reverse recursion as the gradient, and so does the whole
-:class:`~pyro_spikes.distributions.SpikingPointProcess` log-likelihood when no gradient is
-needed (:func:`spiking_terms`).
+:class:`~pyro_spikes.distributions.SpikingPointProcess` log-likelihood with its reverse sweep
+(:func:`spiking_terms`).
 
 :func:`compiled_loops` switches the compiled path off (or on) for a block of code, e.g. to
 compare the two; the environment variable ``PYRO_SPIKES_COMPILED=0`` switches it off for the
@@ -37,7 +37,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 5
+VERSION = 6
 
 
 def _checked(module):
@@ -66,6 +66,7 @@ __all__ = [
     "has_compiled_loops",
     "relaxed_adjoint",
     "spiking_terms",
+    "spiking_terms_torch",
     "thinning_loop",
 ]
 
@@ -407,10 +408,10 @@ def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
 
 def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights):
     """
-    Forward-only (no autograd) log-likelihood terms of
-    :class:`~pyro_spikes.distributions.SpikingPointProcess` over sorted merged rows, compiled:
-    per sequence and network neuron :math:`d`, the mark term
-    :math:`\\sum_r m_{r,d} \\log \\lambda_d(t_r^-)` and the compensator
+    Log-likelihood terms of :class:`~pyro_spikes.distributions.SpikingPointProcess` over sorted
+    merged rows, compiled, with their compiled vector-Jacobian product (second derivatives go
+    through :func:`spiking_terms_torch`): per sequence and network neuron :math:`d`, the mark
+    term :math:`\\sum_r m_{r,d} \\log \\lambda_d(t_r^-)` and the compensator
     :math:`\\sum_r \\int_{t_r}^{t_{r+1}} \\lambda_d` by Gauss-Legendre quadrature (``nodes``
     on ``[0, 1]`` and ``qweights`` summing to one), the same numbers as the PyTorch path.
 
@@ -432,20 +433,91 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
     _check_shape("weight", weight, (num_basis, d, d), (n, num_basis, d, d))
     _check_shape("rates", rates, (n, num_basis))
     _check_shape("upper_bound", upper_bound, (n,))
-    times, marks, bias = times.contiguous(), marks.contiguous(), bias.contiguous()
-    weight, rates, upper_bound = weight.contiguous(), rates.contiguous(), upper_bound.contiguous()
-    nodes, qweights = nodes.contiguous(), qweights.contiguous()
-    mark_sum, integral = times.new_empty(n, d), times.new_empty(n, d)
-    batched = weight.dim() == 4
+    return _SpikingTerms.apply(times, marks, bias, weight, rates, upper_bound, nodes, qweights)
 
-    def call(a, b):
-        _compiled.spiking_terms(
-            times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
-            _at(times, a), _at(marks, a), _at(bias, a), d,
-            _at(weight, a) if batched else weight.data_ptr(), num_basis * d * d if batched else 0,
-            _at(rates, a), num_basis, _at(upper_bound, a), 1, nodes.data_ptr(),
-            qweights.data_ptr(), _at(mark_sum, a), _at(integral, a),
-        )
 
-    _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+def spiking_terms_torch(times, marks, bias, weight, rates, upper_bound, nodes, qweights):
+    """:func:`spiking_terms` in PyTorch operations (blocked scan, batched quadrature)."""
+    from pyro_spikes.distributions.scan import _blocked_scan  # scan imports this module
+
+    x = torch.matmul(marks.unsqueeze(-3), weight.transpose(-1, -2))  # (N, L, R, D)
+    h = _blocked_scan(times, x, rates)
+    a = upper_bound.unsqueeze(-1).unsqueeze(-1)
+    log_rate = torch.log(a) + F.logsigmoid(bias.unsqueeze(-2) + h.sum(-3))
+    mark_sum = (marks * log_rate).sum(-2)
+    start = (h + x)[..., :-1, :]
+    dt = times[..., 1:] - times[..., :-1]
+    decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes) * rates.unsqueeze(-1).unsqueeze(-1))
+    u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2).unsqueeze(-2)
+    integral = (torch.matmul(qweights, torch.sigmoid(u)) * (a * dt.unsqueeze(-1))).sum(-2)
     return mark_sum, integral
+
+
+def _spiking_args(times, marks, bias, weight, rates, upper_bound):
+    n, num_rows = times.shape
+    d, num_basis = marks.shape[-1], weight.shape[-3]
+    batched = weight.dim() == 4
+    return n, num_rows, num_basis, d, batched
+
+
+class _SpikingTerms(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, times, marks, bias, weight, rates, upper_bound, nodes, qweights):
+        ctx.save_for_backward(times, marks, bias, weight, rates, upper_bound, nodes, qweights)
+        args = [x.detach().contiguous() for x in
+                (times, marks, bias, weight, rates, upper_bound, nodes, qweights)]
+        times, marks, bias, weight, rates, upper_bound, nodes, qweights = args
+        n, num_rows, num_basis, d, batched = _spiking_args(times, marks, bias, weight, rates,
+                                                          upper_bound)
+        mark_sum, integral = times.new_empty(n, d), times.new_empty(n, d)
+
+        def call(a, b):
+            _compiled.spiking_terms(
+                times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
+                _at(times, a), _at(marks, a), _at(bias, a), d,
+                _at(weight, a) if batched else weight.data_ptr(),
+                num_basis * d * d if batched else 0, _at(rates, a), num_basis,
+                _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(),
+                _at(mark_sum, a), _at(integral, a),
+            )
+
+        _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+        return mark_sum, integral
+
+    @staticmethod
+    def backward(ctx, g_mark, g_int):
+        args = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:6]
+        if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
+            outs = spiking_terms_torch(*args)
+            grads = [g if g is not None else torch.zeros_like(o)
+                     for g, o in zip((g_mark, g_int), outs)]
+            got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:6], wanted) if w],
+                                           grads, create_graph=True))
+            return (*(next(got) if w else None for w in wanted), None, None)
+        times, marks, bias, weight, rates, upper_bound, nodes, qweights = [
+            x.detach().contiguous() for x in args]
+        n, num_rows, num_basis, d, batched = _spiking_args(times, marks, bias, weight, rates,
+                                                          upper_bound)
+        g_mark = (torch.zeros_like(bias) if g_mark is None else g_mark).contiguous()
+        g_int = (torch.zeros_like(bias) if g_int is None else g_int).contiguous()
+        gt, gm = torch.empty_like(times), torch.empty_like(marks)
+        gb, gr, ga = torch.empty_like(bias), torch.empty_like(rates), torch.empty_like(upper_bound)
+        gw = times.new_empty(n, num_basis, d, d)
+
+        def call(a, b):
+            _compiled.spiking_terms_backward(
+                times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
+                _at(times, a), _at(marks, a), _at(bias, a), d,
+                _at(weight, a) if batched else weight.data_ptr(),
+                num_basis * d * d if batched else 0, _at(rates, a), num_basis,
+                _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(), _at(g_mark, a),
+                _at(g_int, a), _at(gt, a), _at(gm, a), _at(gb, a), _at(gw, a), _at(gr, a),
+                _at(ga, a),
+            )
+
+        _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+        if not batched:
+            gw = gw.sum(0)
+        grads = (gt, gm, gb, gw, gr, ga)
+        return (*(g if w else None for g, w in zip(grads, wanted)), None, None)

@@ -258,23 +258,22 @@ class SpikingPointProcess(PointProcess):
         return torch.cat([log_spike, log_none], -1)
 
     def _terms(self, value):
-        # Without autograd (evaluation, importance sampling, benchmarks) the compiled loop
-        # computes the same sums row by row on the CPU; with autograd the PyTorch path below.
+        # On the CPU the compiled loop sums the terms row by row (and back-propagates through
+        # them by its reverse sweep); the PyTorch path below is the GPU/other-dtype path.
         ref = self.bias
         params = (self.bias, self.weight, self.time_constants, self.upper_bound)
         if (
             kernels.compiled_for(ref)
-            and not (torch.is_grad_enabled()
-                     and any(x.requires_grad for x in params + (value,)))
             and all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in params + (value,))
             and all(x.dtype == ref.dtype for x in params)
+            and (self.context is None or type(self.context) in (torch.Tensor, torch.nn.Parameter))
         ):
-            with torch.no_grad():
-                return self._terms_compiled(value)
+            return self._terms_compiled(value)
         return super()._terms(value)
 
     def _terms_compiled(self, value):
-        value = trim_padding(value, self.duration)
+        if not value.requires_grad:  # see PointProcess._terms
+            value = trim_padding(value, self.duration)
         times, marks, _, _ = self._rows(value)
         shape = times.shape[:-1]
         n, d, l = shape.numel(), self.num_network, self.num_basis
