@@ -453,35 +453,39 @@ def spiking_terms_torch(times, marks, bias, weight, rates, upper_bound, nodes, q
     return mark_sum, integral
 
 
-def _spiking_args(times, marks, bias, weight, rates, upper_bound):
+def _spiking_run(kernel, inputs, outputs):
+    """
+    Run a compiled spiking-likelihood kernel over the sequences: ``inputs`` are the contiguous
+    ``(times, marks, bias, weight, rates, upper_bound, nodes, qweights)``, ``outputs`` the
+    per-sequence ``(N, ...)`` tensors it reads or writes after them, in its argument order.
+    """
+    times, marks, bias, weight, rates, upper_bound, nodes, qweights = inputs
     n, num_rows = times.shape
     d, num_basis = marks.shape[-1], weight.shape[-3]
     batched = weight.dim() == 4
-    return n, num_rows, num_basis, d, batched
+
+    def call(a, b):
+        kernel(
+            times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
+            _at(times, a), _at(marks, a), _at(bias, a), d,
+            _at(weight, a) if batched else weight.data_ptr(),
+            num_basis * d * d if batched else 0, _at(rates, a), num_basis,
+            _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(),
+            *(_at(x, a) for x in outputs),
+        )
+
+    _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
 
 
 class _SpikingTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, times, marks, bias, weight, rates, upper_bound, nodes, qweights):
         ctx.save_for_backward(times, marks, bias, weight, rates, upper_bound, nodes, qweights)
-        args = [x.detach().contiguous() for x in
-                (times, marks, bias, weight, rates, upper_bound, nodes, qweights)]
-        times, marks, bias, weight, rates, upper_bound, nodes, qweights = args
-        n, num_rows, num_basis, d, batched = _spiking_args(times, marks, bias, weight, rates,
-                                                          upper_bound)
+        inputs = [x.detach().contiguous() for x in
+                  (times, marks, bias, weight, rates, upper_bound, nodes, qweights)]
+        n, d = marks.shape[0], marks.shape[-1]
         mark_sum, integral = times.new_empty(n, d), times.new_empty(n, d)
-
-        def call(a, b):
-            _compiled.spiking_terms(
-                times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
-                _at(times, a), _at(marks, a), _at(bias, a), d,
-                _at(weight, a) if batched else weight.data_ptr(),
-                num_basis * d * d if batched else 0, _at(rates, a), num_basis,
-                _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(),
-                _at(mark_sum, a), _at(integral, a),
-            )
-
-        _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+        _spiking_run(_compiled.spiking_terms, inputs, (mark_sum, integral))
         return mark_sum, integral
 
     @staticmethod
@@ -495,28 +499,17 @@ class _SpikingTerms(torch.autograd.Function):
             got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:6], wanted) if w],
                                            grads, create_graph=True))
             return (*(next(got) if w else None for w in wanted), None, None)
-        times, marks, bias, weight, rates, upper_bound, nodes, qweights = [
-            x.detach().contiguous() for x in args]
-        n, num_rows, num_basis, d, batched = _spiking_args(times, marks, bias, weight, rates,
-                                                          upper_bound)
+        inputs = [x.detach().contiguous() for x in args]
+        times, marks, bias, weight, rates, upper_bound = inputs[:6]
+        n, d, num_basis = marks.shape[0], marks.shape[-1], weight.shape[-3]
+        batched = weight.dim() == 4
         g_mark = (torch.zeros_like(bias) if g_mark is None else g_mark).contiguous()
         g_int = (torch.zeros_like(bias) if g_int is None else g_int).contiguous()
         gt, gm = torch.empty_like(times), torch.empty_like(marks)
         gb, gr, ga = torch.empty_like(bias), torch.empty_like(rates), torch.empty_like(upper_bound)
         gw = times.new_empty(n, num_basis, d, d)
-
-        def call(a, b):
-            _compiled.spiking_terms_backward(
-                times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
-                _at(times, a), _at(marks, a), _at(bias, a), d,
-                _at(weight, a) if batched else weight.data_ptr(),
-                num_basis * d * d if batched else 0, _at(rates, a), num_basis,
-                _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(), _at(g_mark, a),
-                _at(g_int, a), _at(gt, a), _at(gm, a), _at(gb, a), _at(gw, a), _at(gr, a),
-                _at(ga, a),
-            )
-
-        _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+        _spiking_run(_compiled.spiking_terms_backward, inputs,
+                     (g_mark, g_int, gt, gm, gb, gw, gr, ga))
         if not batched:
             gw = gw.sum(0)
         grads = (gt, gm, gb, gw, gr, ga)
