@@ -223,7 +223,7 @@ def test_compiled_spiking_terms_gradients(batched):
     # the compiled reverse sweep equals autograd through the PyTorch formulas, for every input
     # (times, soft marks, bias, shared or per-sequence weights, rates, upper bound); gradcheck
     # and gradgradcheck (second derivatives go through the PyTorch formulas)
-    from pyro_spikes.distributions.spiking import _gauss_legendre
+    from pyro_spikes.distributions.spiking import _gauss_legendre, _likelihood_sums_torch
 
     g = torch.Generator().manual_seed(8)
     n, r, l, d = 3, 9, 2, 3
@@ -243,16 +243,20 @@ def test_compiled_spiking_terms_gradients(batched):
         mark_sum, integral = fn(*args, nodes, qweights)
         return (mark_sum * w_m).sum() + (integral * w_i).sum()
 
+    def compiled(*args):
+        return kernels.spiking_terms(*args, _likelihood_sums_torch)
+
     with compiled_loops(True):  # also under PYRO_SPIKES_COMPILED=0
-        fast = torch.autograd.grad(loss(kernels.spiking_terms, inputs), inputs)
+        fast = torch.autograd.grad(loss(compiled, inputs), inputs)
     ref_inputs = [x.detach().clone().requires_grad_() for x in inputs]
-    slow = torch.autograd.grad(loss(kernels.spiking_terms_torch, ref_inputs), ref_inputs)
+    with compiled_loops(False):  # the reference entirely in PyTorch (blocked scan too)
+        slow = torch.autograd.grad(loss(_likelihood_sums_torch, ref_inputs), ref_inputs)
     for a, b in zip(fast, slow):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-10)
     small = [x[:1].detach().clone().requires_grad_() if x.dim() and x.shape[0] == n and
              (x is not inputs[3] or batched) else x.detach().clone().requires_grad_()
              for x in inputs]
-    fn = lambda *a: kernels.spiking_terms(*a, nodes, qweights)  # noqa: E731
+    fn = lambda *a: compiled(*a, nodes, qweights)  # noqa: E731
     with compiled_loops(True):
         assert torch.autograd.gradcheck(fn, small)
         assert torch.autograd.gradgradcheck(fn, small)

@@ -66,7 +66,6 @@ __all__ = [
     "has_compiled_loops",
     "relaxed_adjoint",
     "spiking_terms",
-    "spiking_terms_torch",
     "thinning_loop",
 ]
 
@@ -406,11 +405,12 @@ def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
     return _CompiledScan.apply(times, inputs, rates, torch_scan)
 
 
-def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights):
+def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights, torch_terms):
     """
     Log-likelihood terms of :class:`~pyro_spikes.distributions.SpikingPointProcess` over sorted
     merged rows, compiled, with their compiled vector-Jacobian product (second derivatives go
-    through :func:`spiking_terms_torch`): per sequence and network neuron :math:`d`, the mark
+    through ``torch_terms``, the same sums in PyTorch operations with the same arguments): per
+    sequence and network neuron :math:`d`, the mark
     term :math:`\\sum_r m_{r,d} \\log \\lambda_d(t_r^-)` and the compensator
     :math:`\\sum_r \\int_{t_r}^{t_{r+1}} \\lambda_d` by Gauss-Legendre quadrature (``nodes``
     on ``[0, 1]`` and ``qweights`` summing to one), the same numbers as the PyTorch path.
@@ -433,24 +433,8 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
     _check_shape("weight", weight, (num_basis, d, d), (n, num_basis, d, d))
     _check_shape("rates", rates, (n, num_basis))
     _check_shape("upper_bound", upper_bound, (n,))
-    return _SpikingTerms.apply(times, marks, bias, weight, rates, upper_bound, nodes, qweights)
-
-
-def spiking_terms_torch(times, marks, bias, weight, rates, upper_bound, nodes, qweights):
-    """:func:`spiking_terms` in PyTorch operations (blocked scan, batched quadrature)."""
-    from pyro_spikes.distributions.scan import _blocked_scan  # scan imports this module
-
-    x = torch.matmul(marks.unsqueeze(-3), weight.transpose(-1, -2))  # (N, L, R, D)
-    h = _blocked_scan(times, x, rates)
-    a = upper_bound.unsqueeze(-1).unsqueeze(-1)
-    log_rate = torch.log(a) + F.logsigmoid(bias.unsqueeze(-2) + h.sum(-3))
-    mark_sum = (marks * log_rate).sum(-2)
-    start = (h + x)[..., :-1, :]
-    dt = times[..., 1:] - times[..., :-1]
-    decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes) * rates.unsqueeze(-1).unsqueeze(-1))
-    u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2).unsqueeze(-2)
-    integral = (torch.matmul(qweights, torch.sigmoid(u)) * (a * dt.unsqueeze(-1))).sum(-2)
-    return mark_sum, integral
+    return _SpikingTerms.apply(times, marks, bias, weight, rates, upper_bound, nodes, qweights,
+                               torch_terms)
 
 
 def _spiking_run(kernel, inputs, outputs):
@@ -479,8 +463,10 @@ def _spiking_run(kernel, inputs, outputs):
 
 class _SpikingTerms(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, times, marks, bias, weight, rates, upper_bound, nodes, qweights):
+    def forward(ctx, times, marks, bias, weight, rates, upper_bound, nodes, qweights,
+                torch_terms):
         ctx.save_for_backward(times, marks, bias, weight, rates, upper_bound, nodes, qweights)
+        ctx.torch_terms = torch_terms
         inputs = [x.detach().contiguous() for x in
                   (times, marks, bias, weight, rates, upper_bound, nodes, qweights)]
         n, d = marks.shape[0], marks.shape[-1]
@@ -493,12 +479,12 @@ class _SpikingTerms(torch.autograd.Function):
         args = ctx.saved_tensors
         wanted = ctx.needs_input_grad[:6]
         if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
-            outs = spiking_terms_torch(*args)
+            outs = ctx.torch_terms(*args)
             grads = [g if g is not None else torch.zeros_like(o)
                      for g, o in zip((g_mark, g_int), outs)]
             got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:6], wanted) if w],
                                            grads, create_graph=True))
-            return (*(next(got) if w else None for w in wanted), None, None)
+            return (*(next(got) if w else None for w in wanted), None, None, None)
         inputs = [x.detach().contiguous() for x in args]
         times, marks, bias, weight, rates, upper_bound = inputs[:6]
         n, d, num_basis = marks.shape[0], marks.shape[-1], weight.shape[-3]
@@ -513,4 +499,4 @@ class _SpikingTerms(torch.autograd.Function):
         if not batched:
             gw = gw.sum(0)
         grads = (gt, gm, gb, gw, gr, ga)
-        return (*(g if w else None for g, w in zip(grads, wanted)), None, None)
+        return (*(g if w else None for g, w in zip(grads, wanted)), None, None, None)

@@ -195,10 +195,13 @@ class _RelaxedThinning(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, proc, stream, gumbel, temperature, bias, weight, time_constants, context):
-        potentials, marks, probs = proc._thinning_loop(
-            stream, kernels.RELAXED, gumbel / temperature, 1.0 / temperature
+        base, decay, loop_weight, mask = proc._loop_inputs(stream)
+        potentials, marks, probs = kernels.thinning_loop(
+            base, decay, loop_weight, mask, kernels.RELAXED, gumbel / temperature,
+            1.0 / temperature,
         )
         ctx.proc, ctx.stream, ctx.temperature = proc, stream, temperature
+        ctx.loop = decay, loop_weight, mask  # constants of the backward sweep
         ctx.save_for_backward(potentials, probs, marks, bias, weight, time_constants,
                               context if context is not None else torch.empty(0))
         ctx.has_context = context is not None
@@ -210,7 +213,7 @@ class _RelaxedThinning(torch.autograd.Function):
         potentials, probs, marks, bias, weight, time_constants, context = ctx.saved_tensors
         context = context if ctx.has_context else None
         num = proc.num_neurons
-        _, decay, loop_weight, mask = proc._loop_inputs(stream)
+        decay, loop_weight, mask = ctx.loop
         cand_mask = mask.unsqueeze(-1)
         # Per row, with y the probabilities (spikes y_s, no spike y_0), sigma = sigmoid(u) and
         # w = softmax(log sigma(-u)), the vector-Jacobian product of the marks through the

@@ -29,6 +29,39 @@ def _gauss_legendre(order, like):
     return nodes, weights
 
 
+def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights):
+    """
+    Per sorted row :math:`r`: :math:`\\log \\lambda(t_r^-)` from the traces' left limits ``h``
+    and, over the interval to the next row, :math:`\\int \\lambda` by Gauss-Legendre
+    quadrature (``nodes`` on ``[0, 1]``, ``weights`` summing to one) of the potential
+    :math:`b + \\sum_l (h + x)_{l,r}\\, e^{-r_l s}`. ``h``, ``x``: ``batch + (L, R, D)``;
+    ``bias`` ``batch + (D,)``, ``rates`` (:math:`1/\\tau_l`) ``batch + (L,)``, ``upper_bound``
+    ``batch``. Returns ``(log_rate, integral)`` of shapes ``batch + (R, D)``, ``batch + (R-1, D)``.
+    """
+    a = upper_bound.unsqueeze(-1).unsqueeze(-1)
+    bias = bias.unsqueeze(-2)
+    log_rate = torch.log(a) + F.logsigmoid(bias + h.sum(-3))
+    start = (h + x)[..., :-1, :]  # (..., L, R-1, D)
+    dt = times[..., 1:] - times[..., :-1]  # (..., R-1)
+    decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes)
+                      * rates.unsqueeze(-1).unsqueeze(-1))  # (..., L, R-1, Q)
+    # one batched (Q, L) @ (L, D) product per interval: u_{r,q,d} of shape (..., R-1, Q, D)
+    u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2)
+    integral = torch.matmul(weights, torch.sigmoid(u)) * (a * dt.unsqueeze(-1))
+    return log_rate, integral
+
+
+def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, nodes, weights):
+    """
+    The sums computed by :func:`~pyro_spikes.distributions.kernels.spiking_terms` (flattened
+    ``(N, ...)`` inputs), in PyTorch operations: its higher derivatives go through this.
+    """
+    x = torch.matmul(marks.unsqueeze(-3), weight.transpose(-1, -2))
+    h = exp_decay_scan(times, x, rates)
+    log_rate, integral = _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights)
+    return (marks * log_rate).sum(-2), integral.sum(-2)
+
+
 class SpikingPointProcess(PointProcess):
     """
     The probabilistic spiking neural network of Kajino (2021), "A Differentiable Point Process
@@ -275,45 +308,26 @@ class SpikingPointProcess(PointProcess):
         if not value.requires_grad:  # see PointProcess._terms
             value = trim_padding(value, self.duration)
         times, marks, _, _ = self._rows(value)
-        shape = times.shape[:-1]
-        n, d, l = shape.numel(), self.num_network, self.num_basis
+        shape, d = times.shape[:-1], self.num_network
         if self.bias.dim() > 1 or self.weight.dim() > 3 or self.time_constants.dim() > 1 \
                 or self.upper_bound.dim() > 0:
             shape = torch.Size(broadcast_shape(shape, self.batch_shape))
-            n = shape.numel()
             times = times.expand(shape + times.shape[-1:])
             marks = marks.expand(shape + marks.shape[-2:])
-        bias = self.bias.expand(shape + (d,)).reshape(n, d)
-        rates = (1.0 / self.time_constants).expand(shape + (l,)).reshape(n, l)
-        a = self.upper_bound.expand(shape).reshape(n)
-        if self.weight.shape[:-3].numel() == 1:
-            weight = self.weight.reshape(l, d, d)
-        else:
-            weight = self.weight.expand(shape + (l, d, d)).reshape(n, l, d, d)
+        n = shape.numel()
+        bias, weight, rates, a = self._flat_params(shape)
         nodes, qweights = _gauss_legendre(self.quadrature_order, times)
         mark_sum, integral = kernels.spiking_terms(
             times.reshape(n, -1), marks.reshape(n, -1, d), bias, weight, rates, a, nodes,
-            qweights,
+            qweights, _likelihood_sums_torch,
         )
         return (self._select(mark_sum.reshape(shape + (d,))),
                 self._select(integral.reshape(shape + (d,))))
 
     def _row_terms(self, times, marks):
-        a = self.upper_bound.unsqueeze(-1).unsqueeze(-1)
-        bias = self.bias.unsqueeze(-2)
         h, x = self.basis_states(times, marks)
-        log_rate = torch.log(a) + F.logsigmoid(bias + h.sum(-3))
-        # potential inside interval r at node s: b + sum_l (h + x)_{l,r} exp(-s dt_r / tau_l)
-        start = (h + x)[..., :-1, :]  # (..., L, R-1, D)
-        dt = times[..., 1:] - times[..., :-1]  # (..., R-1)
-        nodes, weights = _gauss_legendre(self.quadrature_order, dt)
-        tau = self.time_constants.unsqueeze(-1).unsqueeze(-1)  # batch + (L, 1, 1)
-        decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes) / tau)  # (..., L, R-1, Q)
-        # one batched (Q, L) @ (L, D) product per interval: u_{r,q,d} of shape (..., R-1, Q, D)
-        u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2)
-        rate = torch.sigmoid(u)  # lambda / a
-        integral = torch.matmul(weights, rate) * (a * dt.unsqueeze(-1))
-        return log_rate, integral
+        return _likelihood_rows(times, h, x, self.bias, 1.0 / self.time_constants,
+                                self.upper_bound, *_gauss_legendre(self.quadrature_order, times))
 
     # ------------------------------------------------------------------ sampling
     def _flat_params(self, shape):
@@ -419,10 +433,11 @@ class SpikingPointProcess(PointProcess):
     def _loop_inputs(self, stream):
         """
         The inputs of the sequential loops over the candidates of ``stream`` (see
-        :func:`~pyro_spikes.distributions.kernels.thinning_loop`), for the modelled neurons
-        only: ``base`` (bias, plus the context's share per candidate when there is context),
-        ``decay`` ``(N, K, L)``, the jumps ``weight`` ``(|D|, L, |D|)`` (or ``(N, |D|, L, |D|)``
-        for batched weights) and the candidate mask ``(N, K)``.
+        :func:`~pyro_spikes.distributions.kernels.thinning_loop`; exact thinning here, the
+        relaxed sweeps in :class:`~pyro_spikes.distributions.RelaxedPointProcess`), for the
+        modelled neurons only: ``base`` (bias, plus the context's share per candidate when
+        there is context), ``decay`` ``(N, K, L)``, the jumps ``weight`` ``(|D|, L, |D|)`` (or
+        ``(N, |D|, L, |D|)`` for batched weights) and the candidate mask ``(N, K)``.
         """
         with torch.no_grad():
             d, l, dsub = self.num_network, self.num_basis, self.num_neurons
@@ -437,18 +452,6 @@ class SpikingPointProcess(PointProcess):
             decay = torch.exp(-gaps.unsqueeze(-1) * rate.detach().unsqueeze(-2))
             return base, decay, weight, stream.is_cand.to(bias)
 
-    def _thinning_loop(self, stream, mode, draws, inv_temp=1.0):
-        """
-        Run thinning over the candidates of ``stream`` without autograd (modelled neurons; the
-        context enters through ``stream.base``), with exact or relaxed marks: see
-        :func:`~pyro_spikes.distributions.kernels.thinning_loop`.
-
-        :returns: ``(potentials, marks, probs)`` of shapes ``(N, K, |D|)``, ``(N, K, |D|)`` and
-            ``(N, K, |D| + 1)`` (relaxed) or ``None`` (exact).
-        """
-        base, decay, weight, mask = self._loop_inputs(stream)
-        return kernels.thinning_loop(base, decay, weight, mask, mode, draws, inv_temp)
-
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
             if self._whole_network and not kernels.compiled_for(self.bias):
@@ -457,7 +460,8 @@ class SpikingPointProcess(PointProcess):
             # U |D| picks neuron d = floor(U |D|) uniformly, its fractional part accepts with
             # probability sigma(u_d): a spike of d with probability lambda_d / (a |D|)
             uniforms = torch.rand_like(stream.times) * self.num_neurons
-            _, marks, _ = self._thinning_loop(stream, kernels.EXACT, uniforms)
+            _, marks, _ = kernels.thinning_loop(*self._loop_inputs(stream), kernels.EXACT,
+                                                uniforms)
             accepted = marks.sum(-1) > 0
             return self._compact(stream.cand, accepted, marks.argmax(-1), stream.shape)
 

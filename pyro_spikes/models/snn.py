@@ -240,12 +240,13 @@ class SNN(PyroModule):
             log_p = self.network(capacity=observed.shape[-2]).log_prob(observed)
             return (log_p, torch.full_like(log_p, float(num_samples))) if return_ess else log_p
         q = self.hidden_process(observed, guide=True)
-        model_hidden = self.hidden_process(observed)
+        # for the prior guide log p_H - log q = 0 exactly: only the observed factor is weighed
+        model_hidden = None if self.guide_type == "prior" else self.hidden_process(observed)
         chunks = []
         for start in range(0, num_samples, batch_size):
             hidden = q.sample((min(batch_size, num_samples - start),))
             log_w = self.observed_process(hidden, observed.shape[-2]).log_prob(observed)
-            if self.guide_type != "prior":  # for the prior guide log p_H - log q = 0 exactly
+            if model_hidden is not None:
                 log_w = log_w + model_hidden.log_prob(hidden) - q.log_prob(hidden)
             chunks.append(log_w)
         log_w = torch.cat(chunks, 0)
