@@ -63,7 +63,9 @@ _compiled = _checked(_compiled)
 __all__ = [
     "compiled_for",
     "compiled_loops",
+    "exp_decay_scan_compiled",
     "has_compiled_loops",
+    "hawkes_chunk",
     "relaxed_adjoint",
     "spiking_terms",
     "thinning_loop",
