@@ -14,6 +14,12 @@ setup(
             depends=["pyro_spikes/_kernels_impl.h"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "pyro_spikes._smc",
+            sources=["pyro_spikes/_smc.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

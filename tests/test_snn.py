@@ -55,8 +55,8 @@ def test_kajino_ground_truth_values_reach_pyro_params():
     model, guide = snn.model, snn.guide
     obs = torch.tensor([[[1.0, 1.0], [5.0, 0.0]]])
     tr = poutine.trace(model).get_trace(obs, relaxed=False)
-    assert torch.equal(tr.nodes["weight"]["value"].detach(), expected)
-    assert torch.equal(pyro.param("weight").detach(), expected)
+    assert torch.equal(tr.nodes["truth.weight"]["value"].detach(), expected)
+    assert torch.equal(pyro.param("truth.weight").detach(), expected)
 
 
 def test_kajino_ground_truth_bad_range():

@@ -13,7 +13,7 @@ __all__ = ["kajino_ground_truth"]
 
 def kajino_ground_truth(seed, num_observed=2, num_hidden=4, duration=50.0,
                         time_constants=(1.0, 5.0), upper_bound=5.0, bias_range=(-1.0, 1.0),
-                        weight_range=(-5.0, 5.0), self_weight_range=(-5.0, -0.1)):
+                        weight_range=(-5.0, 5.0), self_weight_range=(-5.0, -0.1), name="truth"):
     """
     The data-generating network of Kajino's synthetic experiments: an :class:`SNN` with
     :math:`D_O = 2` observed and :math:`D_H = 4` hidden neurons, fully connected through
@@ -32,15 +32,19 @@ def kajino_ground_truth(seed, num_observed=2, num_hidden=4, duration=50.0,
     state is untouched), so the same seed always gives the same network.
 
     :param int seed: seed of the parameter draw.
+    :param str name: prefix of its parameters in Pyro's param store (default ``"truth"``), so
+        that a model fitted beside it (an :class:`SNN` with the default empty name) never shares
+        its parameters: every method of an :class:`SNN` reads its parameters from the param
+        store, as Pyro modules do.
     :returns: the network, with ``bias`` and ``weight`` set (its ``PyroParam`` values).
     :rtype: SNN
     """
-    for name, (lo, hi) in (("bias_range", bias_range), ("weight_range", weight_range),
+    for arg, (lo, hi) in (("bias_range", bias_range), ("weight_range", weight_range),
                            ("self_weight_range", self_weight_range)):
         if not float(lo) <= float(hi):
-            raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+            raise ValueError(f"{arg} must be (low, high) with low <= high, got {(lo, hi)}")
     snn = SNN(num_observed, num_hidden, duration, time_constants=time_constants,
-              upper_bound=upper_bound)
+              upper_bound=upper_bound, name=name)
     like = snn.bias.detach()
     gen = torch.Generator(device=like.device).manual_seed(int(seed))
     d = num_observed + num_hidden
