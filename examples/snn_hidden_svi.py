@@ -5,39 +5,37 @@ Learning a spiking neural network with hidden neurons by SVI
 Kajino (2021, "A Differentiable Point Process with Its Application to Spiking Neural
 Networks", ICML, Section 5.2) fits a probabilistic SNN whose hidden neurons are never observed
 by maximising the ELBO, and compares the path-wise gradient of the relaxed point process with
-the score-function (REINFORCE) gradient by the predictive performance on held-out data.
+the score-function (REINFORCE) gradient by the predictive performance on held-out data:
+"smaller variance leads to better predictive performance".
 
 Here each estimator is plain Pyro SVI on :class:`~pyro_spikes.models.SNN`
 (:data:`pyro_spikes.models.training.ESTIMATORS`): ``Trace_ELBO`` with ``relaxed=True``
 (path-wise, with the temperature annealed geometrically from ``--anneal-from`` to
-``--temperature`` by :func:`~pyro_spikes.models.temperature_schedule`), ``Trace_ELBO`` with
-``relaxed=False`` (REINFORCE) and ``TraceGraph_ELBO`` with a decaying-average baseline. Data
-come from Kajino's synthetic network (:func:`pyro_spikes.models.paper.kajino_ground_truth`:
-2 observed + 4 hidden neurons, fully connected, 2 basis functions, :math:`a = 5`, random
-parameters); for every training-set size the same initial model is trained with every
-estimator, and scored by the held-out log-likelihood of the observed spikes per sequence,
-:math:`\\log p(J_O)`, estimated by importance sampling with the guide
-(:meth:`~pyro_spikes.models.SNN.log_marginal`). The figures show the test log-likelihood
-against the training size (one line per estimator; dotted: the initial model) and the loss
-curves.
+``--temperature``), ``Trace_ELBO`` with ``relaxed=False`` (REINFORCE) and ``TraceGraph_ELBO``
+with a decaying-average baseline, each with Kajino's guide (``prior``: the hidden neurons' own
+dynamics driven by the observed spikes, sharing the model's parameters) and, with ``--guides
+prior,separate``, a guide of the same form with its own parameters. Data come from Kajino's
+synthetic network (:func:`pyro_spikes.models.paper.kajino_ground_truth`: 2 observed + 4 hidden
+neurons, fully connected, 2 exponential basis functions, :math:`a = 5`). For every run seed
+(``--seeds``) a fresh training pool is drawn from that network and a fresh initial model is
+trained with every estimator and guide on the first ``n`` sequences of the pool, for every
+training size ``n``.
 
-The importance-sampling estimate is a stochastic lower bound of :math:`\\log p(J_O)` (in
-expectation), tight only when the guide (the hidden neurons driven by the observed spikes, but
-blind to the future ones) is close to the posterior. For the data-generating network, whose
-strong weights (:math:`|W| \\le 5`) tie the hidden neurons tightly to the observed ones, it is
-very loose (e.g. 26 against 105 for the trained models at ``T = 50``), so it is printed for
-reference but not plotted: it is a lower bound, not a ceiling. The script also prints the mean
-effective sample size of the importance weights per model: close to the number of samples for
-a tight estimate, near 1 for the data-generating network.
+Every model, the data-generating network (the **ceiling**: by the KL argument no model beats
+it in expectation) and the untrained models (the **floor**) are scored on the same held-out
+sequences by :math:`\\log p(J_O)` per sequence, estimated by sequential Monte Carlo
+(:meth:`~pyro_spikes.models.SNN.log_marginal`, an unbiased estimate of :math:`p(J_O)` whose log
+is consistent; ``--num-particles`` per sequence). The table and the figure give the mean over
+seeds with its standard error; the estimator's own Monte Carlo spread is printed too (two
+independent SMC runs of the data-generating network).
 
-The default run is small (``T = 20``, training sizes 5 and 20, 30 steps; about a minute of CPU
-time, two on busy cores). ``--duration 50 --train-sizes 10,50,200 --num-test 50 --num-steps
-300`` takes about 14 minutes on one core (its results are in the documentation's "Reproducing
-Kajino (2021)" page); the paper's setting, ``--duration 50 --train-sizes 10,50,100,150,200
---num-test 100 --num-steps 1000``, about an hour and a half.
+The default run is small (``T = 20``, training sizes 5 and 20, 30 steps, 2 seeds; a few minutes
+on 2 cores). The documentation's "Reproducing Kajino (2021)" page shows a larger run and says
+which of the paper's claims hold here.
 """
 
 import argparse
+import math
 import os
 
 import matplotlib
@@ -59,105 +57,146 @@ LABELS = {
 }
 
 
-def held_out(snn, test_obs, num_samples, seed):
+def held_out(snn, test_obs, num_particles, seed):
     """
-    Mean over test sequences of the importance-sampled :math:`\\log p(J_O)`, and the mean
-    effective sample size of its importance weights (near ``num_samples``: a tight estimate).
+    SMC estimates of :math:`\\log p(J_O)` of every test sequence (a tensor), and the mean
+    effective sample size fraction of the particles over segments (1: perfect).
     """
     torch.manual_seed(seed)
-    with torch.no_grad():
-        log_p, ess = snn.log_marginal(test_obs, num_samples, return_ess=True)
-    return float(log_p.mean()), float(ess.mean())
+    log_p, ess = snn.log_marginal(test_obs, num_particles, return_ess=True)
+    return log_p, float(ess.mean()) / num_particles
+
+
+def mean_se(values):
+    """Mean and standard error of a list of numbers (s.e. 0 for a single value)."""
+    x = torch.tensor(values, dtype=torch.float64)
+    se = float(x.std() / math.sqrt(x.numel())) if x.numel() > 1 else 0.0
+    return float(x.mean()), se
 
 
 def main(args):
     torch.set_num_threads(args.num_threads)
     sizes = sorted(int(s) for s in args.train_sizes.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
     estimators = args.estimators.split(",")
+    guides = args.guides.split(",")
     for name in estimators:
         if name not in ESTIMATORS:
             raise ValueError(f"--estimators: unknown {name!r}, choose from {sorted(ESTIMATORS)}")
+    for guide in guides:
+        if guide not in ("prior", "separate"):
+            raise ValueError(f"--guides: unknown {guide!r}, choose from prior, separate")
     pyro.set_rng_seed(args.seed)
     truth = kajino_ground_truth(args.seed, duration=args.duration)
-    train_pool, _ = truth.simulate(max(sizes))
     test_obs, _ = truth.simulate(args.num_test)
-    truth_ll, truth_ess = held_out(truth, test_obs, args.num_samples, args.seed)
+    truth_ll, truth_ess = held_out(truth, test_obs, args.num_particles, args.seed)
+    truth_again, _ = held_out(truth, test_obs, args.num_particles, args.seed + 1000)
+    mc_spread = float((truth_ll - truth_again).abs().mean())
+    truth_mean = float(truth_ll.mean())
+    truth_se = float(truth_ll.std() / math.sqrt(truth_ll.numel()))
 
-    def fresh_model():
+    def fresh_model(seed, guide):
         pyro.clear_param_store()
-        torch.manual_seed(args.seed + 1)
+        torch.manual_seed(seed + 1)
         return SNN(truth.num_observed, truth.num_hidden, args.duration,
-                   upper_bound=float(truth.upper_bound))
+                   upper_bound=float(truth.upper_bound), guide_type=guide)
 
-    init_ll, init_ess = held_out(fresh_model(), test_obs, args.num_samples, args.seed)
     anneal = args.anneal_from if args.anneal_from > 0 else None
-    results, ess, curves = {}, {}, {}
-    runs = [(n, e) for n in sizes for e in estimators]
-    for size, name in tqdm(runs, desc="runs"):
-        # the training set: the first `size` sequences, cut to their own largest count
-        obs = train_pool[:size]
+    scores, ess, curves, floor = {}, {}, {}, []
+    runs = [(r, n, e, g) for r in seeds for n in sizes for e in estimators for g in guides]
+    bar = tqdm(runs, desc="runs", disable=args.no_progress)
+    pools = {}
+    for seed, size, name, guide in bar:
+        if seed not in pools:
+            pyro.set_rng_seed(seed + 100)
+            pools[seed], _ = truth.simulate(max(sizes))
+            init_ll, _ = held_out(fresh_model(seed, "prior"), test_obs, args.num_particles,
+                                  seed)
+            floor.append(float(init_ll.mean()))
+        # the training set: the first `size` sequences of this seed's pool
+        obs = pools[seed][:size]
         count = int((obs[..., 1:].sum(-1) > 0).sum(-1).max())
         obs = obs[:, : max(count, 1)]
-        snn = fresh_model()
-        pyro.set_rng_seed(args.seed + 2)
+        snn = fresh_model(seed, guide)
+        pyro.set_rng_seed(seed + 2)
         losses = train(snn, obs, name, args.num_steps, lr=args.learning_rate,
                        temperature=args.temperature, anneal_from=anneal)
-        curves[size, name] = [loss / size for loss in losses]
-        results[size, name], ess[size, name] = held_out(snn, test_obs, args.num_samples,
-                                                        args.seed)
+        curves[seed, size, name, guide] = [loss / size for loss in losses]
+        ll, frac = held_out(snn, test_obs, args.num_particles, seed)
+        scores.setdefault((size, name, guide), []).append(float(ll.mean()))
+        ess.setdefault((size, name, guide), []).append(frac)
 
-    print(f"\nheld-out log-likelihood per sequence ({args.num_test} test sequences, "
-          f"T = {args.duration:g}, {args.num_samples} importance samples, "
-          f"{args.num_steps} SVI steps)")
-    print("| training sequences | " + " | ".join(LABELS[e] for e in estimators) + " |")
-    print("|---:|" + "---:|" * len(estimators))
+    floor_mean, floor_se = mean_se(floor)
+    cols = [(e, g) for e in estimators for g in guides]
+    label = {(e, g): LABELS[e] + ("" if len(guides) == 1 else f", {g} guide") for e, g in cols}
+    print(f"\nheld-out log p(J_O) per sequence, mean ± s.e. over {len(seeds)} seed(s) "
+          f"({args.num_test} test sequences, T = {args.duration:g}, SMC with "
+          f"{args.num_particles} particles, {args.num_steps} SVI steps)")
+    print("| training sequences | " + " | ".join(label[c] for c in cols) + " |")
+    print("|---:|" + "---:|" * len(cols))
     for size in sizes:
-        print(f"| {size} | " + " | ".join(f"{results[size, e]:.2f}" for e in estimators) + " |")
-    print(f"initial model: {init_ll:.2f}   data-generating network: {truth_ll:.2f} "
-          "(a loose importance-sampling lower bound, see the docstring)")
-    print(f"mean effective sample size of the importance weights (of {args.num_samples}): "
-          + ", ".join(f"{size}/{LABELS[e]} {ess[size, e]:.1f}" for size in sizes
-                      for e in estimators)
-          + f"; initial {init_ess:.1f}; data-generating {truth_ess:.1f}")
+        cells = []
+        for e, g in cols:
+            m, se = mean_se(scores[size, e, g])
+            cells.append(f"{m:.2f} ± {se:.2f}")
+        print(f"| {size} | " + " | ".join(cells) + " |")
+    print(f"data-generating network (ceiling): {truth_mean:.2f} ± {truth_se:.2f} (s.e. over "
+          f"test sequences); initial models (floor): {floor_mean:.2f} ± {floor_se:.2f}")
+    print(f"SMC Monte Carlo spread: two runs of the data-generating network differ by "
+          f"{mc_spread:.3f} nats per sequence on average; mean ESS fraction "
+          f"{truth_ess:.2f} (truth), "
+          + ", ".join(f"{size}/{label[c]} {mean_se(ess[(size,) + c])[0]:.2f}"
+                      for size in sizes for c in cols))
 
     os.makedirs(args.out, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for e in estimators:
-        ax.plot(sizes, [results[s, e] for s in sizes], "o-", label=LABELS[e])
-    ax.axhline(init_ll, color="gray", ls=":", lw=1, label="initial model")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    width = 0.03 * (max(sizes) - min(sizes) + 1)
+    for k, c in enumerate(cols):
+        stats = [mean_se(scores[(s,) + c]) for s in sizes]
+        shift = (k - (len(cols) - 1) / 2) * width
+        ax.errorbar([s + shift for s in sizes], [m for m, _ in stats],
+                    yerr=[se for _, se in stats], fmt="o-", capsize=3, label=label[c])
+    ax.axhline(truth_mean, color="black", ls="--", lw=1, label="data-generating network")
+    ax.axhspan(floor_mean - floor_se, floor_mean + floor_se, color="gray", alpha=0.3)
+    ax.axhline(floor_mean, color="gray", ls=":", lw=1, label="initial models")
     ax.set_xlabel("number of training sequences")
-    ax.set_ylabel("test log-likelihood per sequence")
-    ax.legend()
+    ax.set_ylabel("held-out log p(J_O) per sequence (SMC)")
+    ax.set_title(f"Kajino's synthetic network, T = {args.duration:g}, {len(seeds)} seed(s)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "test_log_likelihood.png"), dpi=100)
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.5), squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        for e in estimators:
-            ax.plot(curves[size, e], label=LABELS[e])
-        ax.set_title(f"{size} training sequences")
+        for c in cols:
+            ax.plot(curves[(seeds[0], size) + c], label=label[c])
+        ax.set_title(f"{size} training sequences (seed {seeds[0]})")
         ax.set_xlabel("SVI step")
         ax.set_ylabel("loss per sequence (−ELBO)")
-    axes[0, 0].legend()
+    axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "loss_curves.png"), dpi=100)
     print(f"saved figures in {args.out}")
-    return results
+    return scores, (truth_mean, truth_se), (floor_mean, floor_se)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data-generating network")
+    parser.add_argument("--seeds", default="0,1",
+                        help="run seeds (training pool, initial model, SVI noise)")
     parser.add_argument("--num-steps", type=int, default=30, help="SVI steps per run")
     parser.add_argument("--train-sizes", default="5,20")
     parser.add_argument("--num-test", type=int, default=20)
-    parser.add_argument("--num-samples", type=int, default=20,
-                        help="importance samples of the held-out log-likelihood")
+    parser.add_argument("--num-particles", type=int, default=256,
+                        help="SMC particles per sequence of the held-out log-likelihood")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--estimators", default="pathwise,reinforce,reinforce_baseline")
+    parser.add_argument("--guides", default="prior", help="prior and/or separate")
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--temperature", type=float, default=0.3)
     parser.add_argument("--anneal-from", type=float, default=1.0,
                         help="initial temperature of the annealing (<= 0: no annealing)")
     parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out", default="results/snn_hidden_svi")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", default="out/snn_hidden_svi")
     main(parser.parse_args())

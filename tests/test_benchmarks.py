@@ -48,3 +48,16 @@ def test_smooth_gate_benchmark_smoke():
         import snntorch  # noqa: F401
     except ImportError:
         assert "snntorch is missing" in proc.stdout
+
+
+def test_log_marginal_benchmark_smoke():
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "log_marginal.py"), "--duration", "5",
+         "--num-sequences", "2", "--particles", "16", "--repeats", "2"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| SMC, PyTorch | 16 |")]
+    assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0
+    assert "| importance sampling | 16 |" in proc.stdout and "| pathwise |" in proc.stdout
