@@ -228,3 +228,31 @@ def test_truth_ranks_first_on_kajino_setup():
     best_other = max(float(trained_ll.mean()), float(fresh_ll.mean()))
     assert float(truth_ll.mean()) > best_other + 1.0, (truth_ll.mean(), trained_ll.mean(),
                                                        fresh_ll.mean())
+
+
+@pytest.mark.skipif(smc_module._compiled is None, reason="pyro_spikes._smc was not built")
+def test_compiled_result_does_not_depend_on_threads():
+    """Each sequence has its own random stream seeded from torch's generator, so splitting the
+    sequences over threads gives the same numbers."""
+    torch.manual_seed(0)
+    snn = kajino_ground_truth(0, duration=5.0)
+    obs, _ = snn.simulate(5)
+    args = (obs, snn.bias, snn.weight, snn.time_constants, snn.upper_bound, snn.duration)
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            torch.manual_seed(4)
+            out.append(smc_log_marginal(*args, num_particles=32).log_marginal)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out[0], out[1])
+
+
+def test_smc_rejects_non_finite_parameters():
+    bias, weight, tau, observed = _tiny()
+    with pytest.raises(ValueError, match="bias"):
+        smc_log_marginal(observed, bias * float("nan"), weight, tau, A, T)
+    with pytest.raises(ValueError, match="upper_bound"):
+        smc_log_marginal(observed, bias, weight, tau, torch.tensor([1.0, 2.0]), T)

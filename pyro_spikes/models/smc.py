@@ -3,6 +3,7 @@ Sequential Monte Carlo in continuous time for the marginal likelihood :math:`p(J
 observed neurons of a partially observed spiking network.
 """
 
+import concurrent.futures
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -206,6 +207,9 @@ def smc_log_marginal(observed, bias, weight, time_constants, upper_bound, durati
     bias = bias.detach().to(**f64)
     weight = weight.detach().to(**f64)
     tau = torch.as_tensor(time_constants).detach().to(**f64).reshape(-1)
+    if torch.is_tensor(upper_bound) and upper_bound.numel() != 1:
+        raise ValueError("upper_bound must be a single number (one network), got shape "
+                         f"{tuple(upper_bound.shape)}")
     a = float(upper_bound)
     duration = float(duration)
     d = bias.shape[-1]
@@ -224,6 +228,9 @@ def smc_log_marginal(observed, bias, weight, time_constants, upper_bound, durati
         raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
     if not 0.0 <= float(ess_threshold) <= 1.0:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
+    for name, x in (("bias", bias), ("weight", weight)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} must be finite")
     if not (math.isfinite(a) and a > 0):
         raise ValueError(f"upper_bound must be positive and finite, got {a}")
     if not bool((tau > 0).all() and torch.isfinite(tau).all()):
@@ -233,6 +240,9 @@ def smc_log_marginal(observed, bias, weight, time_constants, upper_bound, durati
     look = None
     steps = [float(tau.min())]
     if not prior:
+        if proposal.bias.numel() != d_h:
+            raise ValueError(f"proposal.bias must have shape (D_H,) = ({d_h},), got "
+                             f"{tuple(proposal.bias.shape)}")
         q_bias = proposal.bias.detach().to(**f64).reshape(d_h)
         q_weight = proposal.weight.detach().to(**f64)
         if q_weight.shape != (num_basis, d_h, d):
@@ -434,16 +444,32 @@ def _smc_compiled(ends, labels, look_g, bias, weight, rates, a, d_o, nodes, qwei
     seeds = torch.randint(0, 2 ** 62, (b,), dtype=torch.int64)
     out = torch.zeros(3, b, dtype=torch.float64)
     counts = torch.zeros(2, b, dtype=torch.int64)
-    if b:
+    look_batched = num_look > 0
+
+    def run(lo, hi):
+        def at(x, batched=True):
+            return x[lo:].data_ptr() if batched else x.data_ptr()
+
         _compiled.smc(
-            b, m, num_basis, d, d_o, nodes.numel() - 9, num_look, int(num_particles),
+            hi - lo, m, num_basis, d, d_o, nodes.numel() - 9, num_look, int(num_particles),
             int(proposal is None), int(num_look > 0), int(adaptive), float(a), float(threshold),
-            ends.data_ptr(), labels.data_ptr(), look_g.data_ptr(), seeds.data_ptr(),
+            at(ends), at(labels), at(look_g, look_batched), at(seeds),
             bias.data_ptr(), weight.data_ptr(), rates.data_ptr(), nodes.data_ptr(),
             qweights.data_ptr(), q_bias.data_ptr(), q_weight.data_ptr(), look_rates.data_ptr(),
-            out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr(), counts[0].data_ptr(),
-            counts[1].data_ptr(),
+            at(out[0]), at(out[1]), at(out[2]), at(counts[0]), at(counts[1]),
         )
+
+    # sequences are independent (each has its own random stream): split them over torch's
+    # intra-op threads (the extension releases the GIL); the result does not depend on the split
+    threads = min(torch.get_num_threads(), b)
+    if threads <= 1:
+        if b:
+            run(0, b)
+    else:
+        bounds = [b * i // threads for i in range(threads + 1)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+            for f in [pool.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]:
+                f.result()
     device = starts.device
     return SMCResult(
         log_marginal=out[0].to(dtype=dtype, device=device),
