@@ -370,3 +370,15 @@ def test_example_two_cpu_processes(tmp_path):
                        1, "--duration", 5, "--no-progress", "--model", "hawkes", "--out",
                        tmp_path)
     assert "2 worker(s)" in out and "steps run: 2" in out
+
+
+@pytest.mark.slow
+def test_benchmark_quick(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "distributed.py"),
+                           "--quick", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| 2 processes, weak (same batch per worker) | 2 |" in proc.stdout
+    assert "communication dominates from R =" in proc.stdout
+    assert (tmp_path / "distributed_scaling.png").stat().st_size > 0

@@ -3,8 +3,9 @@ Data-parallel SVI of the library's Pyro programs across processes and machines, 
 Lightning (the optional extra ``pip install 'pyro-spikes[distributed]'``).
 
 :class:`SubsampledModel`, :class:`SubsampledGuide`, :class:`SequenceBaseline`,
-:class:`DifferentiableTraceGraph_ELBO`, :class:`HawkesWithPriors`, :func:`mix_seed` and :func:`seeded` need only torch and
-Pyro; :class:`SVIModule` and :class:`SequenceDataModule` import Lightning on first use.
+:class:`DifferentiableTraceGraph_ELBO`, :class:`HawkesWithPriors`, :func:`mix_seed` and
+:func:`seeded` need only torch and Pyro; :class:`SVIModule` and :class:`SequenceDataModule`
+import Lightning on first use. See the "Distributed SVI" page of the documentation.
 """
 
 from pyro_spikes.distributed.baseline import SequenceBaseline

@@ -6,7 +6,9 @@ accelerator=..., devices=..., num_nodes=...)`` runs it on one or many processes.
 """
 
 import numbers
+import warnings
 
+import pyro
 import torch
 from pyro.infer.elbo import ELBOModule
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -111,6 +113,11 @@ class SVIModule(pl.LightningModule):
       :class:`~pyro_spikes.distributed.DifferentiableTraceGraph_ELBO` loss): passed to the
       guide as ``baseline_value=`` and updated after the step from the all-gathered costs.
 
+    Build the program under ``pyro.settings.set(module_local_params=True)`` (Pyro's setting for
+    PyTorch-native training loops; the parameters then live in the modules only), and make
+    every worker build the same data and initial parameters (same seeds), as
+    ``examples/distributed_svi.py`` does.
+
     Either way a run resumed from a checkpoint (parameters, Adam state, baseline buffers,
     step counter; ``trainer.fit(..., ckpt_path=...)``) draws the same noise as the
     uninterrupted run.
@@ -165,6 +172,16 @@ class SVIModule(pl.LightningModule):
         reserved = {"seeds", "baseline_value", "temperature"} & set(program_kwargs)
         if reserved:
             raise ValueError(f"program_kwargs must not set {sorted(reserved)} (set by SVIModule)")
+        if not pyro.settings.get("module_local_params"):
+            warnings.warn(
+                "SVIModule: pyro.settings module_local_params is off, so the program's "
+                "parameters are also entries of Pyro's global param store, shared by name: a "
+                "program built after another with the same parameter names starts from the "
+                "other's values. Build programs under "
+                "pyro.settings.set(module_local_params=True) (Pyro's setting for "
+                "PyTorch-native training) or after pyro.clear_param_store().",
+                stacklevel=2,
+            )
         self.loss_fn = loss_fn
         self.lr = float(lr)
         self.num_steps = num_steps
