@@ -71,6 +71,11 @@ class SequenceDataModule(pl.LightningDataModule):
         return self.events.shape[0]
 
     def train_dataloader(self):
+        """
+        Minibatches ``(index, events)`` of this worker's shard: a ``DataLoader`` over a
+        ``DistributedSampler`` with the trainer's world size and rank (one shard without a
+        trainer).
+        """
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = DistributedSampler(self.dataset, num_replicas=world, rank=rank,
@@ -107,7 +112,9 @@ class SVIModule(pl.LightningModule):
       stream and each sequence's local latents their own, ``(seed, step, index)``, passed to
       the guide as ``seeds=`` (:class:`~pyro_spikes.distributed.SubsampledGuide`), so a
       program with local latents (the SNN's hidden spikes) also runs the same on any number
-      of workers, at the cost of one guide call per sequence;
+      of workers, at the cost of one guide call per sequence (the model and guide must
+      accept ``seeds=``, as :class:`~pyro_spikes.distributed.SubsampledModel` and
+      :class:`~pyro_spikes.distributed.SubsampledGuide` do);
     - the REINFORCE baseline (``baseline=``
       :class:`~pyro_spikes.distributed.SequenceBaseline`, with a
       :class:`~pyro_spikes.distributed.DifferentiableTraceGraph_ELBO` loss): passed to the
