@@ -325,6 +325,8 @@ def test_svimodule_validates_arguments():
         SVIModule(loss_fn, baseline=SequenceBaseline(NUM_SEQ))
     with pytest.raises(ValueError, match="program_kwargs"):
         SVIModule(loss_fn, program_kwargs={"temperature": 0.5})
+    with pytest.raises(ValueError, match="SequenceBaseline"):
+        SVIModule(loss_fn, program_kwargs={"relaxed": False, "baseline": True})
     model = HawkesWithPriors(2, 20.0, NUM_SEQ)
     with pytest.raises(ValueError, match="no parameters yet"):
         SVIModule(Trace_ELBO()(model, AutoNormal(model))).configure_optimizers()

@@ -179,6 +179,12 @@ class SVIModule(pl.LightningModule):
         reserved = {"seeds", "baseline_value", "temperature"} & set(program_kwargs)
         if reserved:
             raise ValueError(f"program_kwargs must not set {sorted(reserved)} (set by SVIModule)")
+        if program_kwargs.get("baseline"):
+            raise ValueError(
+                "program_kwargs baseline=True asks for Pyro's decaying-average baseline, which "
+                "every worker would keep for itself (per minibatch position): pass "
+                "baseline=SequenceBaseline(num_sequences) to SVIModule instead"
+            )
         if not pyro.settings.get("module_local_params"):
             warnings.warn(
                 "SVIModule: pyro.settings module_local_params is off, so the program's "
