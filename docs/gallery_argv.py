@@ -11,6 +11,36 @@ import os
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build", "gallery_out")
 
+#: the gallery's order, as a user learns: quick start first, then the Pyro workflow (posterior
+#: checks, MCMC), hidden neurons and their gradients, then the other neuron models
+ORDER = [
+    "quickstart.py",
+    "posterior_predictive.py",
+    "hawkes_nuts.py",
+    "snn_hidden_svi.py",
+    "gradient_variance.py",
+    "training_time.py",
+    "gradient_families.py",
+    "slif_input_current.py",
+    "spike_coding.py",
+    "delayed_xor.py",
+]
+
+
+class ExampleOrder:
+    """sphinx-gallery ``within_subsection_order``: :data:`ORDER`, then any other by name."""
+
+    def __init__(self, src_dir):
+        self.src_dir = src_dir
+
+    def __call__(self, filename):
+        name = os.path.basename(str(filename))
+        return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+    def __repr__(self):
+        return "<ExampleOrder>"
+
+
 #: file name -> arguments (``--out`` is appended)
 EXAMPLE_ARGV = {
     "quickstart.py": ["--num-steps", "60", "--num-sequences", "5", "--quiet"],
@@ -38,4 +68,8 @@ DEFAULT_ARGV = ["--num-steps", "5", "--seed", "0"]
 
 def reset_argv(gallery_conf, script_vars):
     name = os.path.basename(script_vars["src_file"])
-    return list(EXAMPLE_ARGV.get(name, DEFAULT_ARGV)) + ["--out", OUT]
+    # out/<example name> like the examples' own default, under docs/_build; relative to the
+    # folder the example runs in, so that no local path shows in the printed output
+    out = os.path.join(OUT, os.path.splitext(name)[0])
+    here = os.path.dirname(os.path.abspath(script_vars["src_file"]))  # sphinx-gallery's cwd
+    return list(EXAMPLE_ARGV.get(name, DEFAULT_ARGV)) + ["--out", os.path.relpath(out, here)]

@@ -116,11 +116,13 @@ def plot(net, losses, out_dir, generator):
         axes[2, b].set_xlabel("time (units of 25 ms)")
     axes[0, 0].legend(fontsize=7)
     axes[2, 0].legend(fontsize=7)
+    fig.suptitle("delayed XOR, 4 test trials: inputs (top), spikes (middle), output (bottom)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_rasters.png"), dpi=90)
     fig, ax = plt.subplots(figsize=(5, 3))
     spike_plot.loss_plot(losses, ax=ax, log_scale=True)
     ax.set_xlabel("Adam step")
+    ax.set_title("delayed XOR: training loss")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_loss.png"), dpi=90)
 

@@ -107,6 +107,7 @@ def plot(net, losses, x, out_dir):
         axes[d].plot(t, out[0, :, d], "C1", label="reconstruction")
         axes[d].set_ylabel(f"x_{d}")
     axes[0].legend(fontsize=8)
+    axes[0].set_title("a test signal and its reconstruction from the network's spikes (bottom)")
     spike_plot.raster(traj.events()[0], ax=axes[2], colors="k", duration=float(t[-1]))
     axes[2].set_xlabel("time (units of 5 ms)")
     fig.tight_layout()
@@ -115,6 +116,7 @@ def plot(net, losses, x, out_dir):
     spike_plot.loss_plot(losses, ax=ax, log_scale=True)
     ax.set_xlabel("Adam step")
     ax.set_ylabel("training MSE")
+    ax.set_title("spike coding: training loss")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "spike_coding_loss.png"), dpi=90)
 

@@ -35,10 +35,10 @@ class HawkesProcess(PointProcess):
             \\left(1 - e^{-\\beta_{ij} (T - t_j^{(k)})}\\right),
 
     used in :meth:`log_prob` interval by interval. The history enters through exponentially
-    decaying states (one per decay rate) evaluated by :func:`~pyro_spikes.distributions.scan.
-    exp_decay_scan`. Sampling is Ogata's (1981) thinning: with :math:`\\alpha \\ge 0` the
-    intensity decays between events, so its value right after the current time bounds it
-    until the next candidate.
+    decaying states (one per decay rate) evaluated by
+    :func:`~pyro_spikes.distributions.scan.exp_decay_scan`. Sampling is Ogata's (1981)
+    thinning: with :math:`\\alpha \\ge 0` the intensity decays between events, so its value
+    right after the current time bounds it until the next candidate.
 
     :param torch.Tensor baseline: :math:`\\mu \\ge 0`, shape ``batch_shape + (D,)``.
     :param torch.Tensor adjacency: :math:`\\alpha \\ge 0`, shape ``batch_shape + (D, D)``

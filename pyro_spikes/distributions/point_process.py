@@ -126,7 +126,7 @@ class PointProcess(NoMoments, TorchDistribution):
     the ``events`` layout (see :mod:`pyro_spikes.spikes`), ``event_shape = (capacity, 1 + D)``.
 
     Subclasses describe the conditional intensity :math:`\\lambda_d(t \\mid \\mathcal H_t)` through
-    :meth:`_row_terms`; this class turns it into the log-likelihood
+    ``_row_terms``; this class turns it into the log-likelihood
 
     .. math::
 
@@ -139,13 +139,13 @@ class PointProcess(NoMoments, TorchDistribution):
     :math:`\\Lambda_d(t) = \\int_0^t \\lambda_d` and the intensity path, by evaluating the
     intensity at the sorted union of the event rows and auxiliary zero-mark rows (the origin,
     :math:`T`, query times and, for processes that integrate numerically, a grid of spacing at
-    most :meth:`_max_step`). Zero-mark rows leave the history unchanged.
+    most ``_max_step``). Zero-mark rows leave the history unchanged.
 
     **Capacity.** A realisation is padded to a fixed number of rows, ``capacity``, only so that
     samples stack into one tensor. The number of rows says nothing about a realisation: scoring
     (:meth:`log_prob`, :meth:`intensity`, :meth:`compensator`) accepts values with any number of
     rows, so a model that observes data needs no ``capacity``. The default capacity (a count
-    the process exceeds with negligible probability, from subclass :meth:`_default_capacity`)
+    the process exceeds with negligible probability, from subclass ``_default_capacity``)
     is computed the first time it is needed, i.e. when sampling or reading ``event_shape``;
     parameters for which no default exists (an explosive Hawkes process) are only an error
     then.
@@ -157,7 +157,7 @@ class PointProcess(NoMoments, TorchDistribution):
     :param torch.Size batch_shape: batch shape of the parameters.
     :param int num_neurons: number of neurons (mark dimensions) :math:`D`.
     :param float duration: observation window :math:`T`.
-    :param int capacity: number of rows of a sample (default: :meth:`_default_capacity`,
+    :param int capacity: number of rows of a sample (default: ``_default_capacity``,
         computed when first needed).
     """
 
@@ -176,8 +176,8 @@ class PointProcess(NoMoments, TorchDistribution):
     @property
     def capacity(self):
         """
-        Rows of a sample: the ``capacity`` argument, else the innermost
-        :func:`default_capacity` in force, else :meth:`_default_capacity` (cached).
+        The number of rows of a sample, an int. It is the ``capacity`` argument, else the
+        innermost :func:`default_capacity` in force, else the process's default (cached).
         """
         if self._capacity is not None:
             return self._capacity

@@ -252,6 +252,7 @@ class StochasticLIF(NoMoments, TorchDistribution):
         return [self.dt] * (n - 1) + [self.duration - (n - 1) * self.dt]
 
     def expand(self, batch_shape, _instance=None):
+        """The same neurons with parameters expanded to ``batch_shape`` (no copy)."""
         new = self._get_checked_instance(StochasticLIF, _instance)
         batch_shape = torch.Size(batch_shape)
         D = self.num_neurons
