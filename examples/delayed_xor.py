@@ -21,6 +21,16 @@ The default run (500 Adam steps on batches of 32 trials, about 30 s on 2 cores) 
 reaches 100% test accuracy (seeds 0 to 3 all did, already after 100 to 150 steps). The network
 trained with the smooth gate also solves the task when its gate is replaced by a hard
 (Heaviside) gate, i.e. as an ordinary spiking network with the same weights.
+
+**Full run.** ``python examples/delayed_xor.py`` (the defaults, seed 0; 5 minutes on the shared
+2-core development machine under heavy load) prints ``final loss 0.0056`` and
+``test accuracy (500 trials): 1.000  (hard gate, same weights: 1.000)``; four test trials:
+
+.. image:: /_static/delayed_xor_full.png
+   :alt: full run: inputs, spikes and output against the target for four test trials
+
+The output below is the docs build's quick run (40 steps on batches of 16,
+``docs/gallery_argv.py``): a smoke run, partly trained, not the result above.
 """
 
 import argparse
@@ -116,11 +126,13 @@ def plot(net, losses, out_dir, generator):
         axes[2, b].set_xlabel("time (units of 25 ms)")
     axes[0, 0].legend(fontsize=7)
     axes[2, 0].legend(fontsize=7)
+    fig.suptitle("delayed XOR, 4 test trials: inputs (top), spikes (middle), output (bottom)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_rasters.png"), dpi=90)
     fig, ax = plt.subplots(figsize=(5, 3))
     spike_plot.loss_plot(losses, ax=ax, log_scale=True)
     ax.set_xlabel("Adam step")
+    ax.set_title("delayed XOR: training loss")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "delayed_xor_loss.png"), dpi=90)
 

@@ -341,7 +341,7 @@ def parse_args(argv=None):
                         help="comma-separated subset of: reinforce,relaxed,escape,threshold,gate")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out", default="results/gradient_families")
+    parser.add_argument("--out", default="out/gradient_families")
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,8 @@ With ``--model spiking`` the same workflow runs on Kajino's (2021)
 :class:`~pyro_spikes.distributions.SpikingPointProcess` with :math:`D = 2` neurons and
 :math:`L = 1` basis function, with priors on the bias :math:`b` and the weights :math:`W`.
 
-Run ``python examples/hawkes_nuts.py --out out/`` (about half a minute on two cores).
+Run ``python examples/hawkes_nuts.py`` (figures in ``out/hawkes_nuts/``; about half a minute
+on two cores).
 """
 
 import argparse
@@ -64,7 +65,7 @@ TIME_CONSTANTS = torch.tensor([1.0])
 UPPER_BOUND = 2.0
 
 
-def hawkes_model(num_sequences, duration, capacity, obs=None, infer_decay=False):
+def hawkes_model(num_sequences, duration, obs=None, infer_decay=False):
     """Hawkes process with priors on baseline, adjacency and (optionally) decay."""
     d = 2
     baseline = pyro.sample("baseline", dist.Gamma(2.0, 2.0).expand([d]).to_event(1))
@@ -74,17 +75,17 @@ def hawkes_model(num_sequences, duration, capacity, obs=None, infer_decay=False)
         decay = decay.unsqueeze(-1).unsqueeze(-1)
     else:
         decay = HAWKES_TRUTH["decay"]
-    process = HawkesProcess(baseline, adjacency, decay, duration, capacity=capacity)
+    process = HawkesProcess(baseline, adjacency, decay, duration)
     with pyro.plate("sequences", num_sequences):
         return pyro.sample("obs", process, obs=obs)
 
 
-def spiking_model(num_sequences, duration, capacity, obs=None, infer_decay=False):
+def spiking_model(num_sequences, duration, obs=None, infer_decay=False):
     """Kajino's spiking point process (D=2, L=1) with Normal priors on bias and weights."""
     bias = pyro.sample("bias", dist.Normal(0.0, 2.0).expand([2]).to_event(1))
     weight = pyro.sample("weight", dist.Normal(0.0, 1.0).expand([1, 2, 2]).to_event(3))
     process = SpikingPointProcess(bias, weight, TIME_CONSTANTS, duration,
-                                  upper_bound=UPPER_BOUND, capacity=capacity)
+                                  upper_bound=UPPER_BOUND)
     with pyro.plate("sequences", num_sequences):
         return pyro.sample("obs", process, obs=obs)
 
@@ -138,7 +139,7 @@ def main(args):
     kernel = NUTS(model, target_accept_prob=0.8, max_tree_depth=args.max_tree_depth)
     mcmc = MCMC(kernel, num_samples=args.num_samples, warmup_steps=args.warmup_steps,
                 num_chains=args.num_chains, disable_progbar=args.no_progress)
-    mcmc.run(args.num_sequences, args.duration, obs.shape[-2], obs=obs,
+    mcmc.run(args.num_sequences, args.duration, obs=obs,
              infer_decay=args.infer_decay)
 
     # Diagnostics with ArviZ
@@ -199,7 +200,7 @@ def parse_args(argv=None):
     parser.add_argument("--infer-decay", action="store_true", help="put a prior on the decay")
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--out", default="out")
+    parser.add_argument("--out", default="out/hawkes_nuts")
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,8 @@ every sequence from the model. We then compare
   model (:func:`pyro_spikes.plot.qq_plot`): points inside the KS band mean the fitted
   intensity explains the spike timing.
 
-Run ``python examples/posterior_predictive.py --out out/`` (about 20 s on two cores).
+Run ``python examples/posterior_predictive.py`` (figures in ``out/posterior_predictive/``; about
+20 s on two cores).
 """
 
 import argparse
@@ -36,7 +37,7 @@ from pyro.infer.autoguide import AutoNormal  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pyro_spikes.diagnostics import ks_statistic, rescaled_intervals  # noqa: E402
-from pyro_spikes.distributions import HawkesProcess  # noqa: E402
+from pyro_spikes.distributions import HawkesProcess, default_capacity  # noqa: E402
 from pyro_spikes.plot import intensity_plot, loss_plot, qq_plot, raster  # noqa: E402
 from pyro_spikes.spikes import num_spikes, unpack_spikes  # noqa: E402
 
@@ -52,12 +53,15 @@ MAX_BASELINE, MAX_ADJACENCY = 2.0, 0.35
 # -----
 # Priors :math:`\mu_i \sim \mathrm{Uniform}(0, 2)`, :math:`\alpha_{ij} \sim
 # \mathrm{Uniform}(0, 0.35)`, decay fixed; a :class:`pyro.plate` over the independent
-# sequences. ``capacity`` (the number of rows of a realisation) is the observed one while
-# fitting and a larger one for prediction.
+# sequences. The model says nothing about ``capacity`` (the number of rows of a sampled
+# realisation): scoring the observed trains accepts any number of rows.
 #
-# Why bounded priors? Before using the posterior draws, :class:`~pyro.infer.Predictive` runs
-# the model twice with every latent drawn from the *prior* (``init_to_sample``, to find the
-# plate structure), and a realisation must fit into ``capacity``. With
+# Sampling does need one: :class:`~pyro.infer.Predictive` reshapes every draw of a site to the
+# shape of one draw from the *prior* (it first runs the model with every latent drawn from the
+# prior, ``init_to_sample``, to find the plate structure), while the default capacity of a
+# process depends on its parameters. So prediction runs under
+# :func:`~pyro_spikes.distributions.default_capacity`, one capacity for every draw, that of
+# the prior's largest parameters. Why bounded priors? With
 # :math:`\alpha_{ij} \le 0.35` every row sum of :math:`\alpha` is at most 0.7, so every
 # prior draw is stationary, and since a linear Hawkes process with nonnegative kernels is
 # stochastically increasing in :math:`\mu` and :math:`\alpha`, the default capacity of the
@@ -66,11 +70,11 @@ MAX_BASELINE, MAX_ADJACENCY = 2.0, 0.35
 # ``capacity ... exceeded`` error.)
 
 
-def model(num_sequences, duration, capacity, obs=None):
+def model(num_sequences, duration, obs=None):
     baseline = pyro.sample("baseline", dist.Uniform(0.0, MAX_BASELINE).expand([2]).to_event(1))
     adjacency = pyro.sample("adjacency",
                             dist.Uniform(0.0, MAX_ADJACENCY).expand([2, 2]).to_event(2))
-    process = HawkesProcess(baseline, adjacency, DECAY, duration, capacity=capacity)
+    process = HawkesProcess(baseline, adjacency, DECAY, duration)
     with pyro.plate("sequences", num_sequences):
         return pyro.sample("obs", process, obs=obs)
 
@@ -114,7 +118,7 @@ def main(args):
     svi = SVI(model, guide, pyro.optim.Adam({"lr": args.learning_rate}), Trace_ELBO())
     losses = []
     for _ in tqdm(range(args.num_steps), desc="SVI", disable=args.no_progress):
-        losses.append(svi.step(args.num_sequences, args.duration, obs.shape[-2], obs))
+        losses.append(svi.step(args.num_sequences, args.duration, obs))
     fig, ax = plt.subplots(figsize=(5, 3))
     loss_plot(losses, ax=ax, smooth=max(1, args.num_steps // 20))
     ax.set_title("SVI loss (negative ELBO)")
@@ -129,11 +133,10 @@ def main(args):
     # Posterior predictive spike trains
     # ``Predictive`` draws parameters from the guide and runs the model without observations;
     # the ``obs`` site then has shape ``(num_samples, num_sequences, capacity, 1 + D)``.
-    capacity = predictive_capacity(args.duration)
     predictive = Predictive(model, guide=guide, num_samples=args.num_samples,
                             return_sites=["obs"])
-    with torch.no_grad():
-        replicated = predictive(args.num_sequences, args.duration, capacity)["obs"]
+    with torch.no_grad(), default_capacity(predictive_capacity(args.duration)):
+        replicated = predictive(args.num_sequences, args.duration)["obs"]
     print("posterior predictive obs shape:", tuple(replicated.shape))
     rep_counts = num_spikes(replicated)  # (S, num_sequences, D)
 
@@ -171,11 +174,12 @@ def main(args):
 
     # Time rescaling and intensity under the fitted model
     fitted = HawkesProcess(median["baseline"].detach(), median["adjacency"].detach(), DECAY,
-                           args.duration, capacity=obs.shape[-2])
+                           args.duration)
     ks = ks_statistic(rescaled_intervals(fitted, obs))
     print(f"KS distance of the rescaled intervals from Exp(1): {ks:.3f}")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), gridspec_kw={"width_ratios": [1, 1.6]})
     qq_plot(fitted, obs, ax=axes[0])
+    axes[0].set_title("time-rescaling QQ plot")
     window = min(args.duration, 30.0)
     intensity_plot(fitted, obs[0], ax=axes[1], num_points=1000)
     axes[1].set_xlim(0, window)
@@ -204,7 +208,7 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, default=100.0)
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--out", default="out")
+    parser.add_argument("--out", default="out/posterior_predictive")
     return parser.parse_args(argv)
 
 

@@ -46,8 +46,7 @@ def model(data, duration):
     bias = pyro.sample("bias", dist.Normal(torch.zeros(3), 2.0).to_event(1))
     weight = pyro.sample("weight", dist.Normal(torch.zeros(1, 3, 3), 2.0).to_event(3))
     with pyro.plate("sequences", data.shape[0]):
-        process = SpikingPointProcess(bias, weight, TIME_CONSTANTS, duration, UPPER_BOUND,
-                                      capacity=data.shape[-2])
+        process = SpikingPointProcess(bias, weight, TIME_CONSTANTS, duration, UPPER_BOUND)
         pyro.sample("spikes", process, obs=data)
 
 
@@ -71,7 +70,7 @@ def main(args):
     print(f"largest weight error: {err:.3f}")
 
     fitted = SpikingPointProcess(fit["bias"], fit["weight"], TIME_CONSTANTS, args.duration,
-                                 UPPER_BOUND, capacity=data.shape[-2])
+                                 UPPER_BOUND)
     z = rescaled_intervals(fitted, data)
     ks = stats.kstest(z.double().numpy(), "expon")
     print(f"time-rescaling KS test of the fitted model: D={ks.statistic:.4f} "
@@ -105,7 +104,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-sequences", type=int, default=20)
     parser.add_argument("--duration", type=float, default=50.0)
     parser.add_argument("--learning-rate", type=float, default=0.05)
-    parser.add_argument("--out", default="out", help="folder for the figure ('' for none)")
+    parser.add_argument("--out", default="out/quickstart",
+                        help="folder for the figure ('' for none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 

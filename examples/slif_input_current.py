@@ -142,6 +142,7 @@ def main(args):
     axes[1].minorticks_off()
     axes[1].set_xticks(args.sample_sizes, [str(n) for n in args.sample_sizes])
     axes[1].legend()
+    fig.suptitle(f"stochastic LIF: the input current (true c = {args.c_true:g}) from spike times")
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "slif_input_current.png"), dpi=120)
     return results

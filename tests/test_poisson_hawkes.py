@@ -58,9 +58,10 @@ def test_poisson_errors():
         PoissonProcess(torch.tensor([-1.0]), 1.0, validate_args=True)
     with pytest.raises(ValueError, match="duration"):
         PoissonProcess(torch.tensor([1.0]), 0.0)
-    p = PoissonProcess(torch.tensor([1.0, 1.0]), 1.0, capacity=3)
-    with pytest.raises(ValueError, match="capacity=3"):
-        p.log_prob(pack_spikes([[0.1], [0.2]], 1.0, capacity=2))
+    # capacity only shapes samples: a value with any number of rows scores the same
+    p = PoissonProcess(torch.tensor([1.0, 1.0]), 1.0, capacity=3, validate_args=True)
+    lp = [p.log_prob(pack_spikes([[0.1], [0.2]], 1.0, capacity=c)) for c in (2, 3, 9)]
+    assert torch.allclose(lp[0], lp[1]) and torch.allclose(lp[0], lp[2])
     with pytest.raises(ValueError, match="capacity=2 exceeded"):
         PoissonProcess(torch.tensor([50.0]), 1.0, capacity=2).sample()
 
@@ -226,8 +227,11 @@ def test_hawkes_shapes_expand_and_errors():
     assert e.log_prob(x).shape == (3, 4, 2)
     batched = HawkesProcess(MU.float().expand(5, 3), ALPHA.float(), 1.0, duration=5.0)
     assert batched.sample().shape == (5,) + batched.event_shape
+    # an explosive process has no default capacity: an error when sampling only
+    explosive = HawkesProcess(MU, ALPHA * 4, 1.0, duration=5.0)
+    assert torch.isfinite(explosive.log_prob(h.sample().to(MU.dtype)))
     with pytest.raises(ValueError, match="spectral radius"):
-        HawkesProcess(MU, ALPHA * 4, 1.0, duration=5.0)
+        explosive.sample()
     HawkesProcess(MU, ALPHA * 4, 1.0, duration=1.0, capacity=500)
     with pytest.raises(ValueError, match="adjacency"):
         HawkesProcess(MU, ALPHA[:2], 1.0, duration=5.0)

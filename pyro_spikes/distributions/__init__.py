@@ -2,7 +2,7 @@
 
 from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.distributions.hawkes import HawkesProcess
-from pyro_spikes.distributions.point_process import PointProcess
+from pyro_spikes.distributions.point_process import PointProcess, default_capacity
 from pyro_spikes.distributions.poisson import PoissonProcess
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
@@ -17,6 +17,7 @@ __all__ = [
     "SpikingPointProcess",
     "StochasticLIF",
     "concrete_log_density",
+    "default_capacity",
     "exp_decay_scan",
     "spike_trains",
 ]

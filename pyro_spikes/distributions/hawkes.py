@@ -8,7 +8,6 @@ from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     as_param,
-    check_duration,
     sequential_threads,
 )
 from pyro_spikes.distributions.scan import exp_decay_scan
@@ -36,10 +35,10 @@ class HawkesProcess(PointProcess):
             \\left(1 - e^{-\\beta_{ij} (T - t_j^{(k)})}\\right),
 
     used in :meth:`log_prob` interval by interval. The history enters through exponentially
-    decaying states (one per decay rate) evaluated by :func:`~pyro_spikes.distributions.scan.
-    exp_decay_scan`. Sampling is Ogata's (1981) thinning: with :math:`\\alpha \\ge 0` the
-    intensity decays between events, so its value right after the current time bounds it
-    until the next candidate.
+    decaying states (one per decay rate) evaluated by
+    :func:`~pyro_spikes.distributions.scan.exp_decay_scan`. Sampling is Ogata's (1981)
+    thinning: with :math:`\\alpha \\ge 0` the intensity decays between events, so its value
+    right after the current time bounds it until the next candidate.
 
     :param torch.Tensor baseline: :math:`\\mu \\ge 0`, shape ``batch_shape + (D,)``.
     :param torch.Tensor adjacency: :math:`\\alpha \\ge 0`, shape ``batch_shape + (D, D)``
@@ -48,8 +47,9 @@ class HawkesProcess(PointProcess):
         ``batch_shape + (D, D)``.
     :param float duration: observation window :math:`T`.
     :param int capacity: rows of a realisation; by default the stationary mean count
-        :math:`T\\,\\mathbf 1^\\top (I - \\alpha)^{-1} \\mu` plus eight standard deviations (needs
-        a spectral radius below one; pass ``capacity`` otherwise).
+        :math:`T\\,\\mathbf 1^\\top (I - \\alpha)^{-1} \\mu` plus eight standard deviations,
+        computed when first sampling (it needs a spectral radius below one; pass ``capacity``
+        to sample otherwise; scoring accepts any parameters and any number of rows).
     """
 
     arg_constraints = {
@@ -83,12 +83,10 @@ class HawkesProcess(PointProcess):
                 f"{tuple(decay.shape)} have incompatible shapes"
             ) from None
         self.baseline, self.adjacency, self.decay = baseline, adjacency, decay
-        duration = check_duration(duration)
-        if capacity is None:
-            capacity = self._default_capacity(float(duration))
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
 
-    def _default_capacity(self, duration):
+    def _default_capacity(self):
+        duration = self.duration
         adj = self.adjacency.detach()
         for name, value in [("baseline", self.baseline), ("adjacency", adj)]:
             if not bool(((value >= 0) & torch.isfinite(value)).all()):
@@ -96,8 +94,9 @@ class HawkesProcess(PointProcess):
         radius = float(torch.linalg.eigvals(adj).abs().max()) if adj.numel() else 0.0
         if not radius < 1:
             raise ValueError(
-                f"adjacency has spectral radius {radius:.3g} >= 1 (explosive process): "
-                "pass capacity explicitly"
+                f"adjacency has spectral radius {radius:.3g} >= 1 (explosive process), so there "
+                "is no default capacity to sample with: pass capacity explicitly, or sample under "
+                "pyro_spikes.distributions.default_capacity(n) (scoring needs none)"
             )
         eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
         mean_rate = torch.linalg.solve(eye - adj, self.baseline.detach().unsqueeze(-1))
@@ -115,7 +114,7 @@ class HawkesProcess(PointProcess):
         new.baseline = self.baseline.expand(batch_shape + (d,))
         new.adjacency = self.adjacency.expand(batch_shape + (d, d))
         new.decay = self.decay.expand(batch_shape + (d, d))
-        PointProcess.__init__(new, batch_shape, d, self.duration, self.capacity,
+        PointProcess.__init__(new, batch_shape, d, self.duration, self._capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
         return new

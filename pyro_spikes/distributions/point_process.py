@@ -10,9 +10,10 @@ from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 
 from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.distributions.unavailable import NoMoments
 from pyro_spikes.spikes import trim_padding, validate_events
 
-__all__ = ["PointProcess"]
+__all__ = ["PointProcess", "default_capacity"]
 
 
 def as_param(x, like=None):
@@ -86,13 +87,46 @@ def sequential_threads(step_numel):
         torch.set_num_threads(threads)
 
 
-class PointProcess(TorchDistribution):
+_CAPACITY_STACK = []
+
+
+@contextlib.contextmanager
+def default_capacity(capacity):
+    """
+    Within this context, processes built without ``capacity`` sample ``capacity`` rows instead
+    of their own default (which depends on their parameters).
+
+    :class:`~pyro.infer.predictive.Predictive` reshapes every draw of a site to the shape of
+    one prior draw, so when a process's default capacity depends on a sampled parameter (the
+    rate of a :class:`~pyro_spikes.distributions.PoissonProcess`, the parameters of a
+    :class:`~pyro_spikes.distributions.HawkesProcess`), draws with other values do not fit
+    (torch's ``shape ... is invalid for input of size`` or ``expanded size ... must match``).
+    Run it under a fixed capacity instead, leaving the model free of it::
+
+        with default_capacity(500):
+            samples = Predictive(model, guide=guide, num_samples=100)(num_sequences)
+
+    A realisation with more events than ``capacity`` raises a :class:`ValueError` naming it.
+
+    :param int capacity: rows of every sample drawn in the context.
+    """
+    capacity = int(capacity)
+    if capacity < 1:
+        raise ValueError(f"capacity must be a positive integer, got {capacity}")
+    _CAPACITY_STACK.append(capacity)
+    try:
+        yield capacity
+    finally:
+        _CAPACITY_STACK.pop()
+
+
+class PointProcess(NoMoments, TorchDistribution):
     """
     A :math:`D`-variate temporal point process on :math:`[0, T]` whose values are spike trains in
     the ``events`` layout (see :mod:`pyro_spikes.spikes`), ``event_shape = (capacity, 1 + D)``.
 
     Subclasses describe the conditional intensity :math:`\\lambda_d(t \\mid \\mathcal H_t)` through
-    :meth:`_row_terms`; this class turns it into the log-likelihood
+    ``_row_terms``; this class turns it into the log-likelihood
 
     .. math::
 
@@ -105,23 +139,70 @@ class PointProcess(TorchDistribution):
     :math:`\\Lambda_d(t) = \\int_0^t \\lambda_d` and the intensity path, by evaluating the
     intensity at the sorted union of the event rows and auxiliary zero-mark rows (the origin,
     :math:`T`, query times and, for processes that integrate numerically, a grid of spacing at
-    most :meth:`_max_step`). Zero-mark rows leave the history unchanged.
+    most ``_max_step``). Zero-mark rows leave the history unchanged.
+
+    **Capacity.** A realisation is padded to a fixed number of rows, ``capacity``, only so that
+    samples stack into one tensor. The number of rows says nothing about a realisation: scoring
+    (:meth:`log_prob`, :meth:`intensity`, :meth:`compensator`) accepts values with any number of
+    rows, so a model that observes data needs no ``capacity``. The default capacity (a count
+    the process exceeds with negligible probability, from subclass ``_default_capacity``)
+    is computed the first time it is needed, i.e. when sampling or reading ``event_shape``;
+    parameters for which no default exists (an explosive Hawkes process) are only an error
+    then.
+
+    Samples of processes with different parameters may have different default capacities, so
+    they do not stack: run :class:`~pyro.infer.predictive.Predictive` over sampled parameters
+    under :func:`default_capacity` (or pass the process a fixed ``capacity``).
 
     :param torch.Size batch_shape: batch shape of the parameters.
     :param int num_neurons: number of neurons (mark dimensions) :math:`D`.
     :param float duration: observation window :math:`T`.
-    :param int capacity: number of rows of a realisation.
+    :param int capacity: number of rows of a sample (default: ``_default_capacity``,
+        computed when first needed).
     """
 
-    def __init__(self, batch_shape, num_neurons, duration, capacity, validate_args=None):
+    def __init__(self, batch_shape, num_neurons, duration, capacity=None, validate_args=None):
         duration = check_duration(duration)
-        capacity = int(capacity)
-        if capacity < 1:
-            raise ValueError(f"capacity must be a positive integer, got {capacity}")
+        if capacity is not None:
+            capacity = int(capacity)
+            if capacity < 1:
+                raise ValueError(f"capacity must be a positive integer, got {capacity}")
         self.duration = duration
         self.num_neurons = int(num_neurons)
-        self.capacity = capacity
-        super().__init__(batch_shape, torch.Size((capacity, 1 + self.num_neurons)), validate_args)
+        self._capacity = capacity
+        super().__init__(batch_shape, torch.Size(), validate_args)  # see _event_shape
+
+    # ------------------------------------------------------------------ capacity
+    @property
+    def capacity(self):
+        """
+        The number of rows of a sample, an int. It is the ``capacity`` argument, else the
+        innermost :func:`default_capacity` in force, else the process's default (cached).
+        """
+        if self._capacity is not None:
+            return self._capacity
+        if _CAPACITY_STACK:
+            return _CAPACITY_STACK[-1]
+        if getattr(self, "_computed_capacity", None) is None:
+            self._computed_capacity = int(self._default_capacity())
+        return self._computed_capacity
+
+    def _default_capacity(self):
+        """A number of rows that a realisation exceeds with negligible probability."""
+        raise ValueError(f"{type(self).__name__} has no default capacity: pass capacity")
+
+    @property
+    def _event_shape(self):
+        # computed on demand, so that scoring never needs the capacity
+        return torch.Size((self.capacity, 1 + self.num_neurons))
+
+    @_event_shape.setter
+    def _event_shape(self, value):
+        pass  # set by Distribution.__init__; the property above is the truth
+
+    @property
+    def event_dim(self):
+        return 2
 
     # ------------------------------------------------------------------ validation
     @property
@@ -131,11 +212,7 @@ class PointProcess(TorchDistribution):
     def _validate_sample(self, value):
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"value must be a torch.Tensor, got {type(value).__name__}")
-        if value.dim() >= 2 and value.shape[-2] != self.capacity:
-            raise ValueError(
-                f"value has {value.shape[-2]} rows but the distribution's capacity={self.capacity};"
-                " build the distribution with capacity=value.shape[-2]"
-            )
+        # any number of rows: padding rows carry no information (see the class docstring)
         # log_prob extends linearly to soft marks (relaxed histories), so accept the sub-simplex
         validate_events(value, self.duration, self.num_neurons, relaxed=True, name="value")
         try:
@@ -151,8 +228,19 @@ class PointProcess(TorchDistribution):
         if counts.numel() and int(counts.max()) > self.capacity:
             raise ValueError(
                 f"capacity={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
-                " pass a larger capacity to the distribution"
+                " pass a larger capacity to the distribution (or, for Predictive, run it under a"
+                " larger pyro_spikes.distributions.default_capacity(n))"
             )
+
+    def rsample(self, sample_shape=torch.Size()):
+        raise NotImplementedError(
+            f"{type(self).__name__}.rsample: samples of a point process are not "
+            "reparameterisable (the events appear and vanish as the parameters move); for "
+            "path-wise gradients sample RelaxedPointProcess(process, temperature).rsample() "
+            "(a SpikingPointProcess, or a PoissonProcess with upper_bound), otherwise use "
+            ".sample() with a score-function estimator (Pyro's ELBOs do this for "
+            "non-reparameterised sites)"
+        )
 
     # ------------------------------------------------------------------ subclass hooks
     def _row_terms(self, times, marks):
@@ -279,7 +367,7 @@ class PointProcess(TorchDistribution):
     def compensator(self, events):
         """
         Compensator :math:`\\Lambda_d(t_i) = \\int_0^{t_i} \\lambda_d(s)\\, ds` at every row of
-        ``events``, shape ``batch + (capacity, D)``; padding rows (time :math:`T`) hold
+        ``events``, shape ``batch + (R, D)`` for ``R`` rows of ``events``; padding rows (time :math:`T`) hold
         :math:`\\Lambda_d(T)`. By the time-rescaling theorem the increments of
         :math:`\\Lambda_d` between consecutive spikes of neuron :math:`d` are i.i.d. Exp(1)
         (see :func:`pyro_spikes.diagnostics.rescaled_intervals`).
@@ -320,6 +408,6 @@ class PointProcess(TorchDistribution):
     def __repr__(self):
         return (
             f"{type(self).__name__}(num_neurons={self.num_neurons}, duration={self.duration}, "
-            f"capacity={self.capacity}, batch_shape={tuple(self.batch_shape)})"
+            f"capacity={self._capacity}, batch_shape={tuple(self.batch_shape)})"
         )
 

@@ -35,8 +35,8 @@ class PoissonProcess(PointProcess):
 
     :param torch.Tensor rate: rates :math:`\\lambda_d \\ge 0`, shape ``batch_shape + (D,)``.
     :param float duration: observation window :math:`T`.
-    :param int capacity: rows of a realisation (default: a count exceeded with probability
-        below ~1e-9).
+    :param int capacity: rows of a sample (default: a count exceeded with probability
+        below ~1e-9, computed when first sampling; scoring accepts any number of rows).
     :param upper_bound: a constant :math:`\\bar\\lambda \\ge \\sum_d \\lambda_d`, only needed to wrap
         the process in a :class:`~pyro_spikes.distributions.RelaxedPointProcess` (the
         candidates of relaxed thinning come at this rate, independent of ``rate``).
@@ -55,12 +55,14 @@ class PoissonProcess(PointProcess):
             self.upper_bound = as_param(upper_bound, rate).detach()
             if bool((self.upper_bound < rate.detach().sum(-1)).any()):
                 raise ValueError("upper_bound must be at least the total rate rate.sum(-1)")
-        if capacity is None:
-            if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
-                raise ValueError("rate must be nonnegative and finite")
-            total = rate.detach().sum(-1) if upper_bound is None else self.upper_bound
-            capacity = _poisson_capacity(float(total.max()) * float(duration))
         super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args)
+
+    def _default_capacity(self):
+        rate = self.rate.detach()
+        if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
+            raise ValueError("rate must be nonnegative and finite")
+        total = rate.sum(-1) if self.upper_bound is None else self.upper_bound
+        return _poisson_capacity(float(total.max()) * self.duration)
 
     def _params_like(self):
         return self.rate
@@ -71,7 +73,7 @@ class PoissonProcess(PointProcess):
         new.rate = self.rate.expand(batch_shape + (self.num_neurons,))
         new.upper_bound = None if self.upper_bound is None else self.upper_bound.expand(
             batch_shape)
-        PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self.capacity,
+        PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self._capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
         return new

@@ -6,6 +6,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.distributions.unavailable import NoMoments
 from pyro_spikes.distributions import kernels
 from pyro_spikes.spikes import select_neurons, trim_padding, validate_events
 
@@ -40,7 +41,7 @@ def concrete_log_density(y, log_probs, temperature):
     )
 
 
-class RelaxedPointProcess(TorchDistribution):
+class RelaxedPointProcess(NoMoments, TorchDistribution):
     """
     Kajino's (2021) differentiable point process: the relaxation of thinning in which the
     accept/reject decision of every candidate becomes a concrete (Gumbel-softmax) mark, so

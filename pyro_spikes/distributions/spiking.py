@@ -103,8 +103,9 @@ class SpikingPointProcess(PointProcess):
     :param torch.Tensor time_constants: :math:`\\tau_l > 0`, shape ``batch_shape + (L,)``.
     :param float duration: observation window :math:`T`.
     :param upper_bound: :math:`a > 0`, a number or a tensor of shape ``batch_shape``.
-    :param int capacity: rows of a realisation; defaults to a candidate count exceeded with
-        probability below ~1e-9, so exact samples never overflow.
+    :param int capacity: rows of a sample; defaults to a candidate count exceeded with
+        probability below ~1e-9, so exact samples never overflow (computed when first sampling;
+        scoring accepts any number of rows).
     :param int quadrature_order: Gauss–Legendre nodes per piece.
     :param float max_step: longest piece of the compensator quadrature.
     :param neurons: indices of the network neurons this distribution models (default: all).
@@ -188,12 +189,13 @@ class SpikingPointProcess(PointProcess):
         )
         self.quadrature_order = int(quadrature_order)
         self.max_step = None if max_step is None else float(max_step)
-        if capacity is None:
-            if not bool(((upper_bound > 0) & torch.isfinite(upper_bound)).all()):
-                raise ValueError("upper_bound must be positive and finite")
-            bound = float(upper_bound.detach().max()) * num_neurons
-            capacity = _poisson_capacity(bound * float(duration))
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
+
+    def _default_capacity(self):
+        upper_bound = self.upper_bound.detach()
+        if not bool(((upper_bound > 0) & torch.isfinite(upper_bound)).all()):
+            raise ValueError("upper_bound must be positive and finite")
+        return _poisson_capacity(float(upper_bound.max()) * self.num_neurons * self.duration)
 
     @staticmethod
     def _neuron_sets(neurons, num_network, device):
@@ -253,7 +255,7 @@ class SpikingPointProcess(PointProcess):
         )
         new.quadrature_order = self.quadrature_order
         new.max_step = self.max_step
-        PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self.capacity,
+        PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self._capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
         return new

@@ -14,13 +14,14 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import check_duration
+from pyro_spikes.distributions.unavailable import NoMoments
 
 __all__ = ["StochasticLIF"]
 
 _NEURON_PARAMS = ("input_current", "threshold", "reset", "tau", "noise_scale", "rest", "init")
 
 
-class StochasticLIF(TorchDistribution):
+class StochasticLIF(NoMoments, TorchDistribution):
     r"""
     First :math:`K` spike times of each neuron of a network of :math:`D` stochastic leaky
     integrate-and-fire neurons on :math:`[0, T]` (Holberg & Salvi, NeurIPS 2024).
@@ -110,6 +111,21 @@ class StochasticLIF(TorchDistribution):
     :param int max_events_per_step: guard against runaway cascades (e.g. a self weight that
         lifts the reset potential above threshold); exceeding it raises :class:`ValueError`.
     """
+
+    _unavailable_hints = {
+        "mean": ("the mean spike times have no closed form",
+                 "average samples: d.rsample((n,)).mean(0)"),
+        "variance": ("the variance of the spike times has no closed form",
+                     "use samples: d.rsample((n,)).var(0)"),
+        "stddev": ("the standard deviation of the spike times has no closed form",
+                   "use samples: d.rsample((n,)).std(0)"),
+        "cdf": ("the spike times have no closed-form distribution function",
+                "use the empirical distribution of d.rsample((n,))"),
+        "entropy": (
+            "StochasticLIF has no tractable likelihood, so no entropy either",
+            "compare samples with a scoring rule (pyro_spikes.scoring)",
+        ),
+    }
 
     arg_constraints = {
         "input_current": constraints.real,
@@ -236,6 +252,7 @@ class StochasticLIF(TorchDistribution):
         return [self.dt] * (n - 1) + [self.duration - (n - 1) * self.dt]
 
     def expand(self, batch_shape, _instance=None):
+        """The same neurons with parameters expanded to ``batch_shape`` (no copy)."""
         new = self._get_checked_instance(StochasticLIF, _instance)
         batch_shape = torch.Size(batch_shape)
         D = self.num_neurons

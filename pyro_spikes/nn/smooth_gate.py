@@ -77,7 +77,7 @@ and neurons); the current :math:`I_n` is computed from :math:`s_n` and held over
 
 * ``qif``: the membrane step is *exact* for the held current: the Riccati equation
   :math:`\\tau_m \\dot V = V^2 + I` is linear in homogeneous coordinates, so the step is a
-  Moebius map of :math:`V = \\tan \\pi u` (see :func:`_qif_step`). It is stable for any
+  Moebius map of :math:`V = \\tan \\pi u` (see ``_qif_step``). It is stable for any
   current and any :math:`dt` (several spikes per step are counted correctly).
 * ``lif``: explicit Euler, :math:`u_{n+1} = u_n + dt\\, \\dot u(u_n, I_n)`. The gated reset is
   stiff inside a zone (rates up to about :math:`c\\,\\phi'/\\Delta`): use
@@ -331,9 +331,10 @@ class SmoothGateSNN(PyroModule):
     :param float reset: :math:`V_r < \\vartheta` (``lif`` only).
     :param float spike_drive: :math:`c` (``lif`` only); default :math:`5 (\\vartheta - V_r) /
         \\tau_m`.
-    :param float input_scale, recurrent_scale, bias_init: initialisation scales:
-        ``input_weight ~ N(0, input_scale^2 / I)``,
-        ``recurrent_weight ~ N(0, recurrent_scale^2 / N)``, ``bias = bias_init``.
+    :param float input_scale: initialisation scale, ``input_weight ~ N(0, input_scale^2 / I)``.
+    :param float recurrent_scale: initialisation scale,
+        ``recurrent_weight ~ N(0, recurrent_scale^2 / N)``.
+    :param float bias_init: initial bias, ``bias = bias_init``.
     """
 
     def __init__(
