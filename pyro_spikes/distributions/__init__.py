@@ -7,9 +7,11 @@ from pyro_spikes.distributions.poisson import PoissonProcess
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.spiking import SpikingPointProcess
+from pyro_spikes.distributions.stimulus import FilteredStimulus
 from pyro_spikes.distributions.stochastic_lif import StochasticLIF
 
 __all__ = [
+    "FilteredStimulus",
     "HawkesProcess",
     "PointProcess",
     "PoissonProcess",
