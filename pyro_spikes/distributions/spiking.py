@@ -114,7 +114,8 @@ class SpikingPointProcess(PointProcess):
     :param int capacity: rows of a realisation; defaults to a candidate count exceeded with
         probability below ~1e-9, so exact samples never overflow.
     :param int quadrature_order: Gauss–Legendre nodes per piece.
-    :param float max_step: longest piece of the compensator quadrature.
+    :param float max_step: longest piece of the compensator quadrature (default the smallest
+        time constant, of the basis and of the stimulus filter).
     :param neurons: indices of the network neurons this distribution models (default: all).
         The value's marks are those neurons' marks, ``event_shape = (capacity, 1 + |D|)``, and
         the thinning bound is :math:`a |\\mathcal D|`.
@@ -282,14 +283,16 @@ class SpikingPointProcess(PointProcess):
         values, s_weight, s_time_constants, history = (
             self._drive_inputs() if inputs is None else inputs
         )
-        stimulus = None
+        stimulus, cache = None, []
         if self.stimulus is not None:
             stimulus = self.stimulus.with_params(values, s_weight, s_time_constants)
 
         def drive(t):
             out = 0.0
             if stimulus is not None:
-                out = stimulus.drive(t)
+                if not cache:  # the filter at the breakpoints: one scan per drive function
+                    cache.append(stimulus.filtered_at_breakpoints())
+                out = stimulus.drive(t, cache[0])
             if history is not None:
                 out = out + history_drive(history, weight, time_constants, t)
             return out
@@ -299,7 +302,7 @@ class SpikingPointProcess(PointProcess):
     def _breakpoints(self):
         if self.stimulus is None:
             return None
-        return self.stimulus.breakpoints().clamp(0.0, self.duration)
+        return self.stimulus.breakpoints(self.duration)
 
     @staticmethod
     def _neuron_sets(neurons, num_network, device):
@@ -339,7 +342,10 @@ class SpikingPointProcess(PointProcess):
     def _max_step(self):
         if self.max_step is not None:
             return self.max_step
-        return float(self.time_constants.detach().min())
+        step = float(self.time_constants.detach().min())
+        if self.stimulus is not None:  # the filtered stimulus decays at its own rates
+            step = min(step, float(self.stimulus.time_constants.detach().min()))
+        return step
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(SpikingPointProcess, _instance)

@@ -126,9 +126,19 @@ class FilteredStimulus:
         return FilteredStimulus(self.values, self.times, self.weight, self.time_constants,
                                 offset)
 
-    def breakpoints(self):
-        """The hold breakpoints :math:`g_m - t_0` on the process clock, shape ``batch' + (M,)``."""
-        return self.times - self.offset.unsqueeze(-1)
+    def breakpoints(self, duration=None):
+        """
+        The hold breakpoints :math:`g_m - t_0` on the process clock, shape ``batch' + (M',)``;
+        with ``duration``, only the columns with a breakpoint inside :math:`(0, T)` for some
+        batch entry, clamped to :math:`[0, T]`.
+        """
+        bp = self.times - self.offset.unsqueeze(-1)
+        if duration is None:
+            return bp
+        inside = ((bp > 0) & (bp < duration)).reshape(-1, bp.shape[-1]).any(0).nonzero()
+        if inside.numel() == 0:
+            return bp[..., :0]
+        return bp[..., int(inside[0]):int(inside[-1]) + 1].clamp(0.0, float(duration))
 
     def filtered_at_breakpoints(self):
         """:math:`F_{k,j}(g_m)`, shape ``batch + (K, M, J)``."""
@@ -148,11 +158,14 @@ class FilteredStimulus:
         after = exp_decay_scan(rows, inc, rates.expand(batch + rates.shape[-1:])) + inc
         return torch.cat([zero.expand(after.shape[:-2] + zero.shape[-2:]), after], -2)
 
-    def filtered(self, t):
-        """:math:`F_{k,j}(t)` at process times ``t`` (``batch' + (n,)``): ``batch + (K, n, J)``."""
+    def filtered(self, t, at_breakpoints=None):
+        """
+        :math:`F_{k,j}(t)` at process times ``t`` (``batch' + (n,)``): ``batch + (K, n, J)``
+        (``at_breakpoints``: :meth:`filtered_at_breakpoints`, if already computed).
+        """
         t = torch.as_tensor(t, dtype=self.weight.dtype, device=self.weight.device)
         clock = t + self.offset.unsqueeze(-1)  # stimulus clock
-        at_bp = self.filtered_at_breakpoints()  # batch + (K, M, J)
+        at_bp = self.filtered_at_breakpoints() if at_breakpoints is None else at_breakpoints
         piece = torch.searchsorted(self.times, clock.detach().contiguous(), right=True) - 1
         before = piece < 0
         piece = piece.clamp(min=0)
@@ -170,9 +183,9 @@ class FilteredStimulus:
         out = x + (f0 - x) * decay.unsqueeze(-1)
         return torch.where(before.unsqueeze(-2).unsqueeze(-1), torch.zeros_like(out), out)
 
-    def drive(self, t):
+    def drive(self, t, at_breakpoints=None):
         """:math:`s_d(t)` at process times ``t`` (``batch' + (n,)``): ``batch + (n, D)``."""
-        f = self.filtered(t)  # batch + (K, n, J)
+        f = self.filtered(t, at_breakpoints)  # batch + (K, n, J)
         # sum_k F_k (n, J) @ beta_k^T (J, D)
         return torch.matmul(f, self.weight.transpose(-1, -2)).sum(-3)
 
