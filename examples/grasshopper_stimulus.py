@@ -29,6 +29,13 @@ log-likelihood conditions on the spikes before it (:func:`pyro_spikes.windows.sp
 and is compared with a homogeneous Poisson process at the training rate. The figures show the
 fitted stimulus filter, the intensity against the held-out spikes and the time-rescaling KS
 plot (Brown et al., 2002) of the held-out spikes.
+
+With the defaults (300 steps, 8 s of training, 2 s held out; about a minute on a laptop core)
+the held-out log-likelihood is about 1.0 bit per spike above the Poisson baseline (647 against
+538 nats for 160 spikes). The KS distance (0.20) is outside the 95% band (0.11): the
+intervals after spikes are rescaled too short, so this small GLM still misses part of the
+receptor's timing precision, which a richer history or stimulus basis would have to capture.
+The gallery runs a smaller setting (3 s of training, 120 steps: about 0.8 bit per spike).
 """
 
 import argparse
@@ -195,7 +202,8 @@ def main(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p = argparse.ArgumentParser(description="Stimulus-driven spiking model of a grasshopper "
+                                            "auditory receptor (nitime data)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=0.1)

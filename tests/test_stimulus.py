@@ -279,3 +279,26 @@ def test_bad_stimulus_and_history_arguments():
         SpikingPointProcess(bias, weight, tau, 3.5, history=late)
     with pytest.raises(ValueError, match="history must have shape"):
         SpikingPointProcess(bias, weight, tau, 3.5, history=hist[:, :2])
+
+
+def test_stimulus_with_subnetwork_context_and_expand():
+    # the partial likelihood of neurons {0} given neuron 1 as context, with the stimulus, is
+    # the full network's per-neuron term; expand keeps the stimulus and the history
+    bias, weight, tau, stim, events, hist = _problem(history=True)
+    full = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=stim,
+                               history=hist, capacity=7)
+    per_neuron = full.log_prob_per_neuron(events)
+    from pyro_spikes.spikes import select_neurons
+    part = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=stim,
+                               history=hist, neurons=[0], context=select_neurons(events, [1], 3.5),
+                               capacity=7)
+    got = part.log_prob(select_neurons(events, [0], 3.5))
+    assert torch.allclose(got, per_neuron[0], rtol=1e-10)
+    big = full.expand((3,))
+    assert big.batch_shape == (3,)
+    assert torch.allclose(big.log_prob(events), full.log_prob(events).expand(3), rtol=1e-12)
+    torch.manual_seed(0)
+    sampler = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=stim,
+                                  history=hist, neurons=[0],
+                                  context=select_neurons(events, [1], 3.5))
+    assert torch.isfinite(sampler.log_prob(sampler.sample((2,)))).all()
