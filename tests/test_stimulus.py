@@ -10,6 +10,7 @@ from scipy import integrate, stats
 from pyro_spikes.diagnostics import ks_statistic, rescaled_intervals
 from pyro_spikes.distributions import (
     FilteredStimulus,
+    RaisedCosineStimulus,
     RelaxedPointProcess,
     SpikingPointProcess,
 )
@@ -49,10 +50,22 @@ def _problem(seed=0, history=False):
     return bias, weight, tau, stim, events, hist
 
 
-def _reference_log_prob(bias, weight, tau, stim, events, hist, duration, upper_bound):
-    b, w, tau = bias.numpy(), weight.numpy(), tau.numpy()
+def _exp_term(stim):
     x, g = stim.values.numpy(), stim.times.numpy()
     sw, stau = stim.weight.numpy(), stim.time_constants.numpy()
+
+    def term(d, t):
+        return sum(sw[k, d, c] * _direct_filter(x[:, c], g, stau[k], t)
+                   for k in range(len(stau)) for c in range(x.shape[1]))
+
+    return term
+
+
+def _reference_log_prob(bias, weight, tau, stim, events, hist, duration, upper_bound,
+                        stim_term=None, extra_points=()):
+    b, w, tau = bias.numpy(), weight.numpy(), tau.numpy()
+    g = stim.breakpoints().numpy()
+    stim_term = _exp_term(stim) if stim_term is None else stim_term
     rows = [(float(t), int(np.argmax(m))) for t, *m in events.tolist() if any(m)]
     if hist is not None:
         past = [(float(t), int(np.argmax(m))) for t, *m in hist.tolist() if any(m)]
@@ -63,16 +76,14 @@ def _reference_log_prob(bias, weight, tau, stim, events, hist, duration, upper_b
         u = b[d]
         for ti, di in past + [r for r in rows if r[0] < t]:
             u += sum(w[l, d, di] * math.exp(-(t - ti) / tau[l]) for l in range(len(tau)))
-        for k in range(len(stau)):
-            for c in range(x.shape[1]):
-                u += sw[k, d, c] * _direct_filter(x[:, c], g, stau[k], t)
-        return u
+        return u + stim_term(d, t)
 
     def rate(d, t):
         return upper_bound / (1 + math.exp(-potential(d, t)))
 
     ll = sum(math.log(rate(di, ti)) for ti, di in rows)
-    points = sorted({t for t, _ in rows} | {float(v) for v in g if 0 < v < duration})
+    points = sorted({t for t, _ in rows} | {float(v) for v in g if 0 < v < duration}
+                    | set(extra_points))
     for d in range(len(b)):
         ll -= integrate.quad(lambda t: rate(d, t), 0, duration, points=points, limit=500,
                              epsabs=1e-13, epsrel=1e-12)[0]
@@ -302,3 +313,80 @@ def test_stimulus_with_subnetwork_context_and_expand():
                                   history=hist, neurons=[0],
                                   context=select_neurons(events, [1], 3.5))
     assert torch.isfinite(sampler.log_prob(sampler.sample((2,)))).all()
+
+
+def _raised_cosine_problem(seed=0):
+    bias, weight, tau, _, events, hist = _problem(seed, history=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    times = torch.arange(-0.5, 3.0, 0.25, dtype=DT)
+    values = torch.randn(times.shape[0], 1, generator=g, dtype=DT)
+    stim = RaisedCosineStimulus(values, times, torch.randn(3, 2, 1, generator=g, dtype=DT),
+                                [0.0, 0.25, 0.5], 0.5)
+    return bias, weight, tau, stim, events, hist
+
+
+def _direct_raised_cosine(stim, k, t):
+    c, w = float(stim.centers[k]), stim.width
+    times, x = stim.times.tolist(), stim.values[:, 0].tolist()
+
+    def kappa(r):
+        return 0.0 if r < 0 or abs(r - c) > w else (1 + math.cos(math.pi * (r - c) / w)) / (2 * w)
+
+    def held(s):
+        if s < times[0]:
+            return 0.0
+        return x[int(np.searchsorted(times, s, side="right")) - 1]
+
+    pts = sorted({t - v for v in times if 0 < t - v < c + w} | {max(0.0, c - w), c, c + w})
+    return integrate.quad(lambda r: kappa(r) * held(t - r), 0, c + w, points=pts, limit=200,
+                          epsabs=1e-13)[0]
+
+
+def test_raised_cosine_filter_matches_direct_convolution():
+    _, _, _, stim, _, _ = _raised_cosine_problem()
+    t = torch.tensor([-0.7, -0.45, 0.0, 0.33, 1.0, 2.95, 3.3, 4.0], dtype=DT)
+    got = stim.filtered(t)
+    for k in range(3):
+        want = torch.tensor([_direct_raised_cosine(stim, k, float(s)) for s in t], dtype=DT)
+        assert torch.allclose(got[k, :, 0], want, atol=1e-10)
+
+
+def test_raised_cosine_log_prob_matches_direct_quadrature():
+    bias, weight, tau, stim, events, hist = _raised_cosine_problem()
+    p = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=stim,
+                            history=hist, capacity=7)
+    sw = stim.weight.numpy()
+
+    def term(d, t):
+        return sum(sw[k, d, 0] * _direct_raised_cosine(stim, k, t) for k in range(3))
+
+    # the filter's kinks (sample times plus the bumps' ends) are quadrature points too
+    kinks = {float(v) + e for v in stim.breakpoints() for e in (0.0, 0.5, 0.75, 1.0)}
+    want = _reference_log_prob(bias, weight, tau, stim, events, hist, 3.5, 4.0, stim_term=term,
+                               extra_points=[k for k in kinks if 0 < k < 3.5])
+    got = float(p.log_prob(events))
+    assert abs(got - want) < 1e-8 * max(1.0, abs(want)), (got, want)
+
+
+def test_raised_cosine_gradcheck_and_sampling():
+    bias, weight, tau, stim, events, hist = _raised_cosine_problem()
+    values = stim.values.clone().requires_grad_()
+    s_weight = stim.weight.clone().requires_grad_()
+
+    def f(values, s_weight):
+        st = stim.with_tensors(values, s_weight)
+        return SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=st,
+                                   history=hist, capacity=7).log_prob(events)
+
+    assert torch.autograd.gradcheck(f, (values, s_weight), eps=1e-6, atol=1e-7, rtol=1e-5)
+    p = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=stim)
+    torch.manual_seed(0)
+    sample = p.sample((200,))
+    counts = (sample[..., 1:] == 1).sum(-2).to(DT)
+    diff = counts - p.compensator(sample)[..., -1, :]
+    z = diff.mean(0) / (diff.std(0) / diff.shape[0] ** 0.5)
+    assert float(z.abs().max()) < 4, z
+    with pytest.raises(ValueError, match="multiple"):
+        RaisedCosineStimulus(stim.values, stim.times, stim.weight, [0.0, 0.25, 0.5], 0.3)
+    with pytest.raises(ValueError, match="uniformly"):
+        RaisedCosineStimulus(stim.values, stim.times ** 3, stim.weight, [0.0, 0.25, 0.5], 0.5)

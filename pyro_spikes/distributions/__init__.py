@@ -7,7 +7,7 @@ from pyro_spikes.distributions.poisson import PoissonProcess
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.spiking import SpikingPointProcess
-from pyro_spikes.distributions.stimulus import FilteredStimulus
+from pyro_spikes.distributions.stimulus import FilteredStimulus, RaisedCosineStimulus, Stimulus
 from pyro_spikes.distributions.stochastic_lif import StochasticLIF
 
 __all__ = [
@@ -15,9 +15,11 @@ __all__ = [
     "HawkesProcess",
     "PointProcess",
     "PoissonProcess",
+    "RaisedCosineStimulus",
     "RelaxedPointProcess",
     "SpikingPointProcess",
     "StochasticLIF",
+    "Stimulus",
     "concrete_log_density",
     "exp_decay_scan",
     "spike_trains",

@@ -17,7 +17,7 @@ from pyro_spikes.distributions.point_process import (
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions.scan import exp_decay_scan
-from pyro_spikes.distributions.stimulus import FilteredStimulus, history_drive
+from pyro_spikes.distributions.stimulus import Stimulus, history_drive
 from pyro_spikes.spikes import trim_padding, validate_events
 
 __all__ = ["SpikingPointProcess"]
@@ -125,7 +125,9 @@ class SpikingPointProcess(PointProcess):
         ``weight`` but is not modelled (soft marks allowed). ``log_prob`` is then the partial
         likelihood of the modelled neurons given the whole history, so the likelihood of a
         network splits into ``log_prob`` of neuron groups, each with the others as context.
-    :param stimulus: a :class:`~pyro_spikes.distributions.FilteredStimulus`: an exogenous
+    :param stimulus: a :class:`~pyro_spikes.distributions.Stimulus` (exponential kernels:
+        :class:`~pyro_spikes.distributions.FilteredStimulus`; raised cosines:
+        :class:`~pyro_spikes.distributions.RaisedCosineStimulus`): an exogenous
         covariate filtered by learnable kernels, :math:`s_d(t)`, added to :math:`u_d(t)`
         (the stimulus term of a GLM, Pillow et al., 2008). Its hold breakpoints become rows of
         the compensator quadrature, so the likelihood stays exact for the stimulus's
@@ -228,9 +230,10 @@ class SpikingPointProcess(PointProcess):
     def _check_drive(stimulus, history, num_network, bias):
         """Validate the ``stimulus`` and ``history`` arguments (see the class docstring)."""
         if stimulus is not None:
-            if not isinstance(stimulus, FilteredStimulus):
+            if not isinstance(stimulus, Stimulus):
                 raise TypeError(
-                    f"stimulus must be a FilteredStimulus, got {type(stimulus).__name__}"
+                    "stimulus must be a Stimulus (FilteredStimulus, RaisedCosineStimulus), got "
+                    f"{type(stimulus).__name__}"
                 )
             if stimulus.num_neurons != num_network:
                 raise ValueError(
@@ -264,11 +267,10 @@ class SpikingPointProcess(PointProcess):
         return self.stimulus is not None or self.history is not None
 
     def _drive_inputs(self):
-        """The tensors of the drive terms: stimulus values, weight, time constants; history."""
-        s = self.stimulus
-        if s is None:
-            return None, None, None, self.history
-        return s.values, s.weight, s.time_constants, self.history
+        """The tensors of the drive terms: the stimulus's (:meth:`Stimulus.tensors`), history."""
+        if self.stimulus is None:
+            return (self.history,)
+        return tuple(self.stimulus.tensors()) + (self.history,)
 
     def _drive(self, weight=None, time_constants=None, inputs=None):
         """
@@ -280,18 +282,17 @@ class SpikingPointProcess(PointProcess):
             return None
         weight = self.weight if weight is None else weight
         time_constants = self.time_constants if time_constants is None else time_constants
-        values, s_weight, s_time_constants, history = (
-            self._drive_inputs() if inputs is None else inputs
-        )
+        inputs = self._drive_inputs() if inputs is None else inputs
+        history = inputs[-1]
         stimulus, cache = None, []
         if self.stimulus is not None:
-            stimulus = self.stimulus.with_params(values, s_weight, s_time_constants)
+            stimulus = self.stimulus.with_tensors(*inputs[:-1])
 
         def drive(t):
             out = 0.0
             if stimulus is not None:
-                if not cache:  # the filter at the breakpoints: one scan per drive function
-                    cache.append(stimulus.filtered_at_breakpoints())
+                if not cache:  # e.g. the filter at the breakpoints: once per drive function
+                    cache.append(stimulus.precompute())
                 out = stimulus.drive(t, cache[0])
             if history is not None:
                 out = out + history_drive(history, weight, time_constants, t)
@@ -343,8 +344,8 @@ class SpikingPointProcess(PointProcess):
         if self.max_step is not None:
             return self.max_step
         step = float(self.time_constants.detach().min())
-        if self.stimulus is not None:  # the filtered stimulus decays at its own rates
-            step = min(step, float(self.stimulus.time_constants.detach().min()))
+        if self.stimulus is not None:  # the filtered stimulus varies on its own time scale
+            step = min(step, self.stimulus.time_scale())
         return step
 
     def expand(self, batch_shape, _instance=None):

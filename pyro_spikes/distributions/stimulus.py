@@ -4,12 +4,14 @@ Deterministic additions to the membrane potential of a
 traces left by the spikes before an observation window.
 """
 
+import math
+
 import torch
 from pyro.distributions.util import broadcast_shape
 
 from pyro_spikes.distributions.scan import exp_decay_scan
 
-__all__ = ["FilteredStimulus", "history_drive"]
+__all__ = ["FilteredStimulus", "RaisedCosineStimulus", "Stimulus", "history_drive"]
 
 
 def _tensor(x, like, name):
@@ -21,7 +23,47 @@ def _tensor(x, like, name):
     return x
 
 
-class FilteredStimulus:
+class Stimulus:
+    """
+    Interface of a deterministic stimulus term :math:`s_d(t)` of
+    :class:`~pyro_spikes.distributions.SpikingPointProcess`: ``batch_shape``, ``num_neurons``,
+    :meth:`drive`, the times where it is not smooth (:meth:`breakpoints`), its shortest time
+    scale (:meth:`time_scale`, a bound on the quadrature pieces), and its differentiable
+    tensors (:meth:`tensors`, :meth:`with_tensors`) for the relaxed sampler's backward pass.
+    """
+
+    def tensors(self):
+        raise NotImplementedError
+
+    def with_tensors(self, *tensors):
+        raise NotImplementedError
+
+    def precompute(self):
+        """Work shared by all :meth:`drive` calls of one likelihood evaluation (or ``None``)."""
+        return None
+
+    def drive(self, t, cache=None):
+        raise NotImplementedError
+
+    def breakpoints(self, duration=None):
+        raise NotImplementedError
+
+    def time_scale(self):
+        raise NotImplementedError
+
+    def shifted(self, offset):
+        raise NotImplementedError
+
+    def _clip_breakpoints(self, bp, duration):
+        if duration is None:
+            return bp
+        inside = ((bp > 0) & (bp < duration)).reshape(-1, bp.shape[-1]).any(0).nonzero()
+        if inside.numel() == 0:
+            return bp[..., :0]
+        return bp[..., int(inside[0]):int(inside[-1]) + 1].clamp(0.0, float(duration))
+
+
+class FilteredStimulus(Stimulus):
     """
     An exogenous covariate filtered by learnable exponential kernels, as the stimulus term of a
     generalised linear model of spiking (Pillow et al., 2008, "Spatio-temporal correlations and
@@ -113,6 +155,19 @@ class FilteredStimulus:
         self.num_neurons = weight.shape[-2]
         self.num_kernels, self.num_channels = num_kernels, num_channels
 
+    def tensors(self):
+        """``(values, weight, time_constants)``."""
+        return self.values, self.weight, self.time_constants
+
+    def with_tensors(self, values, weight, time_constants):
+        return self.with_params(values, weight, time_constants)
+
+    def precompute(self):
+        return self.filtered_at_breakpoints()
+
+    def time_scale(self):
+        return float(self.time_constants.detach().min())
+
     def with_params(self, values=None, weight=None, time_constants=None):
         """A copy with some tensors replaced (same times and offset)."""
         return FilteredStimulus(
@@ -132,13 +187,7 @@ class FilteredStimulus:
         with ``duration``, only the columns with a breakpoint inside :math:`(0, T)` for some
         batch entry, clamped to :math:`[0, T]`.
         """
-        bp = self.times - self.offset.unsqueeze(-1)
-        if duration is None:
-            return bp
-        inside = ((bp > 0) & (bp < duration)).reshape(-1, bp.shape[-1]).any(0).nonzero()
-        if inside.numel() == 0:
-            return bp[..., :0]
-        return bp[..., int(inside[0]):int(inside[-1]) + 1].clamp(0.0, float(duration))
+        return self._clip_breakpoints(self.times - self.offset.unsqueeze(-1), duration)
 
     def filtered_at_breakpoints(self):
         """:math:`F_{k,j}(g_m)`, shape ``batch + (K, M, J)``."""
@@ -192,6 +241,157 @@ class FilteredStimulus:
     def __repr__(self):
         return (f"FilteredStimulus(samples={self.times.shape[0]}, channels={self.num_channels}, "
                 f"kernels={self.num_kernels}, batch_shape={tuple(self.batch_shape)})")
+
+
+class RaisedCosineStimulus(Stimulus):
+    """
+    A stimulus on a uniform sample grid filtered by a learnable combination of raised-cosine
+    bumps (the linear-time basis of Pillow et al., 2008, and nemos' ``RaisedCosineLinear``):
+
+    .. math::
+
+        s_d(t) = \sum_{k} \sum_j \beta_{k,d,j} \int_0^\infty \kappa_k(r)\,
+            x_j(t + t_0 - r)\, dr, \qquad
+        \kappa_k(r) = \frac{1}{2w}\Big(1 + \cos\frac{\pi (r - c_k)}{w}\Big)
+            \ [\,|r - c_k| \le w\,],
+
+    (bumps with a support reaching below lag 0 are cut at 0), with the stimulus :math:`x`
+    held constant on each sample interval of length :math:`h` (zero-order hold, 0 before the
+    first sample, the last sample held). With
+    :math:`\mathcal K_k(r) = \int_0^r \kappa_k` in closed form,
+    :math:`\frac{1}{2w}\big[s + \frac{w}{\pi}\sin\frac{\pi (s - c_k)}{w}\big]` between the
+    support's ends,
+
+    .. math::
+
+        F_k(t) = \sum_m x_m \big(\mathcal K_k(t - g_m) - \mathcal K_k(t - g_{m+1})\big),
+
+    a finite sum over the :math:`\lceil (c_k + w)/h \rceil + 1` samples in the bump's reach.
+    The kinks of :math:`F_k` lie at :math:`g_m`, :math:`g_m + \max(0, c_k - w)` and
+    :math:`g_m + c_k + w`: the centres :math:`c_k` and the half-width :math:`w` must be
+    multiples of :math:`h`, so all of them are sample times (extended past the last sample by
+    the bumps' reach) and the process's compensator quadrature, cut there, stays exact; its
+    pieces are at most :math:`w/\pi` long (:meth:`time_scale`). Differentiable in
+    :math:`\beta` and :math:`x` (the bump positions are fixed).
+
+    :param torch.Tensor values: ``batch + (M, J)``; :param torch.Tensor times: ``(M,)``,
+        uniformly spaced.
+    :param torch.Tensor weight: :math:`\beta`, ``batch + (K, D, J)``.
+    :param centers: :math:`c_k \ge 0`, ``(K,)``, multiples of :math:`h`.
+    :param float width: :math:`w > 0`, a multiple of :math:`h`.
+    :param offset: :math:`t_0` (number or ``batch`` tensor).
+    """
+
+    def __init__(self, values, times, weight, centers, width, offset=0.0):
+        weight = _tensor(weight, None, "weight")
+        values = _tensor(values, weight, "values")
+        times = _tensor(times, weight, "times").to(dtype=weight.dtype, device=weight.device)
+        centers = _tensor(centers, weight, "centers").to(dtype=weight.dtype,
+                                                         device=weight.device).reshape(-1)
+        offset = _tensor(offset, weight, "offset").to(dtype=weight.dtype, device=weight.device)
+        if values.dim() < 2:
+            raise ValueError(f"values must have shape (..., M, J), got {tuple(values.shape)}")
+        m, j = values.shape[-2:]
+        if times.dim() != 1 or times.shape[0] != m or m < 2:
+            raise ValueError(f"times must have shape (M,) with M={m} >= 2, got {tuple(times.shape)}")
+        step = float(times[1] - times[0])
+        if not step > 0 or not bool(
+            ((times[1:] - times[:-1] - step).abs() <= 1e-9 * step).all()
+        ):
+            raise ValueError("times must be uniformly spaced and increasing")
+        width = float(width)
+        k = centers.numel()
+        if weight.dim() < 3 or weight.shape[-3] != k or weight.shape[-1] != j:
+            raise ValueError(
+                f"weight must have shape (..., K, D, J) with K={k}, J={j}, got "
+                f"{tuple(weight.shape)}"
+            )
+
+        def multiple(x):
+            q = x / step
+            return abs(q - round(q)) <= 1e-9 * max(1.0, abs(q))
+
+        if not width > 0 or not multiple(width):
+            raise ValueError(f"width must be a positive multiple of the sample step {step}, "
+                             f"got {width}")
+        if bool((centers < 0).any()) or not all(multiple(float(c)) for c in centers):
+            raise ValueError(f"centers must be nonnegative multiples of the sample step {step}")
+        if not bool(torch.isfinite(values.detach()).all()):
+            raise ValueError("values must be finite")
+        try:
+            self.batch_shape = torch.Size(broadcast_shape(values.shape[:-2], weight.shape[:-3],
+                                                          offset.shape))
+        except ValueError:
+            raise ValueError("values, weight and offset have incompatible batch shapes") from None
+        self.values, self.times, self.weight, self.offset = values, times, weight, offset
+        self.centers, self.width, self.step = centers, width, step
+        self.num_neurons, self.num_kernels, self.num_channels = weight.shape[-2], k, j
+        self.reach = int(round(float(centers.max()) / step + width / step)) + 1
+
+    def tensors(self):
+        """``(values, weight)``."""
+        return self.values, self.weight
+
+    def with_tensors(self, values, weight):
+        return RaisedCosineStimulus(values, self.times, weight, self.centers, self.width,
+                                    self.offset)
+
+    def shifted(self, offset):
+        return RaisedCosineStimulus(self.values, self.times, self.weight, self.centers,
+                                    self.width, offset)
+
+    def time_scale(self):
+        return self.width / math.pi
+
+    def breakpoints(self, duration=None):
+        """Sample times, extended by the bumps' reach past the last one, on the process clock."""
+        n = self.times.shape[0] + self.reach
+        grid = self.times[0] + self.step * torch.arange(n, dtype=self.times.dtype,
+                                                        device=self.times.device)
+        return self._clip_breakpoints(grid - self.offset.unsqueeze(-1), duration)
+
+    def _cumulative(self, r):
+        """:math:`\mathcal K_k(r)` for lags ``r`` of shape ``(..., 1, n, P)``: ``(..., K, n, P)``."""
+        c = self.centers.reshape(-1, 1, 1)
+        w = self.width
+        lo, hi = (c - w).clamp(min=0.0), c + w
+
+        def g(s):
+            return (s + (w / math.pi) * torch.sin(math.pi * (s - c) / w)) / (2 * w)
+
+        return g(torch.minimum(torch.maximum(r, lo), hi)) - g(lo)
+
+    def filtered(self, t):
+        """:math:`F_{k,j}(t)` at process times ``t`` (``batch' + (n,)``): ``batch + (K, n, J)``."""
+        t = torch.as_tensor(t, dtype=self.weight.dtype, device=self.weight.device)
+        clock = t + self.offset.unsqueeze(-1)
+        m = self.times.shape[0]
+        last = torch.searchsorted(self.times, clock.detach().contiguous(), right=True) - 1
+        pieces = last.unsqueeze(-1) - torch.arange(self.reach, device=last.device)  # (..., n, P)
+        valid = pieces >= 0
+        pieces = pieces.clamp(min=0)
+        start = self.times[pieces]
+        end = torch.where(pieces + 1 < m, self.times[(pieces + 1).clamp(max=m - 1)],
+                          torch.full_like(start, math.inf))
+        lag = clock.unsqueeze(-1)
+        weight = (self._cumulative((lag - start).unsqueeze(-3))
+                  - self._cumulative((lag - end).unsqueeze(-3)))  # (..., K, n, P)
+        weight = weight * valid.unsqueeze(-3).to(weight)
+        batch = torch.Size(broadcast_shape(pieces.shape[:-2], self.values.shape[:-2]))
+        x = self.values.expand(batch + self.values.shape[-2:])
+        idx = pieces.expand(batch + pieces.shape[-2:]).flatten(-2).unsqueeze(-1)
+        x = x.gather(-2, idx.expand(idx.shape[:-1] + x.shape[-1:]))
+        x = x.unflatten(-2, pieces.shape[-2:])  # batch + (n, P, J)
+        return torch.matmul(weight.unsqueeze(-2), x.unsqueeze(-4)).squeeze(-2)
+
+    def drive(self, t, cache=None):
+        """:math:`s_d(t)` at process times ``t``: ``batch + (n, D)``."""
+        return torch.matmul(self.filtered(t), self.weight.transpose(-1, -2)).sum(-3)
+
+    def __repr__(self):
+        return (f"RaisedCosineStimulus(samples={self.times.shape[0]}, "
+                f"channels={self.num_channels}, kernels={self.num_kernels}, "
+                f"width={self.width}, batch_shape={tuple(self.batch_shape)})")
 
 
 def history_drive(history, weight, time_constants, t):
