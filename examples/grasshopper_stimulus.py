@@ -24,7 +24,9 @@ the stated zero-order-hold interpolation, for which the likelihood is exact), a 
 on four exponential kernels (0.5 to 4 ms), and a two-kernel spike-history filter
 (refractoriness). :math:`b, \\beta, w` are fitted by MAP (SVI with an
 :class:`~pyro.infer.autoguide.AutoDelta` guide and wide normal priors) on the first
-``--train-duration`` seconds. The rest of the recording is the held-out window; its model
+``--train-duration`` seconds (or, with ``--window-length``, on ``--windows-per-step`` random
+windows of it per step, each with the spikes before it as history, inside a subsampled
+``pyro.plate``). The rest of the recording is the held-out window; its model
 log-likelihood conditions on the spikes before it (:func:`pyro_spikes.windows.split_windows`)
 and is compared with a homogeneous Poisson process at the training rate. The figures show the
 fitted stimulus filter, the intensity against the held-out spikes and the time-rescaling KS
@@ -102,7 +104,13 @@ class StimulusGLM:
                                    duration, upper_bound=self.upper_bound, stimulus=stim,
                                    history=history, capacity=capacity)
 
-    def model(self, events, duration):
+    def model(self, events, duration, windows=None, batch=None):
+        """
+        Priors and likelihood of the training spikes: of all of ``events`` on
+        ``[0, duration]``, or, with ``windows = (starts, length, events, history)`` from
+        :func:`~pyro_spikes.windows.split_windows`, of ``batch`` random windows per step,
+        scaled by ``pyro.plate`` to an unbiased estimate of the whole log-likelihood.
+        """
         params = {
             "b": pyro.sample("b", dist.Normal(torch.full((1,), -2.0, dtype=DT), 5.0).to_event(1)),
             "w": pyro.sample("w", dist.Normal(torch.zeros(len(HISTORY_TAUS), dtype=DT), 10.0)
@@ -110,8 +118,15 @@ class StimulusGLM:
             "beta": pyro.sample("beta", dist.Normal(torch.zeros(len(STIMULUS_TAUS), dtype=DT),
                                                     10.0).to_event(1)),
         }
-        pyro.sample("spikes", self.process(params, duration, capacity=events.shape[-2]),
-                    obs=events)
+        if windows is None:
+            pyro.sample("spikes", self.process(params, duration, capacity=events.shape[-2]),
+                        obs=events)
+            return
+        starts, length, win, hist = windows
+        with pyro.plate("windows", len(starts), subsample_size=batch) as idx:
+            pyro.sample("spikes", self.process(params, length, offset=starts[idx],
+                                               history=hist[idx], capacity=win.shape[-2]),
+                        obs=win[idx])
 
 
 def fit(glm, events, duration, args):
@@ -120,9 +135,17 @@ def fit(glm, events, duration, args):
     svi = SVI(glm.model, guide, pyro.optim.Adam({"lr": args.lr}), Trace_ELBO())
     losses = []
     count = float(events[:, 1:].sum())
+    windows = None
+    if args.window_length:
+        starts = torch.arange(0.0, duration - 1e-9, args.window_length, dtype=DT)
+        if float(starts[-1]) + args.window_length > duration + 1e-9:
+            raise ValueError("--window-length must divide --train-duration")
+        windows = (starts, args.window_length) + split_windows(events, duration, starts,
+                                                               args.window_length)
     for _ in tqdm(range(args.num_steps), desc="MAP", disable=args.quiet):
-        losses.append(svi.step(events, duration) / count)
-    params = {k: v.detach() for k, v in guide.median(events, duration).items()}
+        losses.append(svi.step(events, duration, windows, args.windows_per_step) / count)
+    params = {k: v.detach() for k, v in guide.median(events, duration, windows,
+                                                     args.windows_per_step).items()}
     return params, losses
 
 
@@ -211,6 +234,10 @@ def parse_args(argv=None):
     p.add_argument("--train-duration", type=float, default=8.0, help="seconds (of 10)")
     p.add_argument("--test-duration", type=float, default=None,
                    help="held-out seconds after the training part (default: the rest)")
+    p.add_argument("--window-length", type=float, default=0.0,
+                   help="train on random windows of this length (s) with their history "
+                        "(0: the whole training part each step)")
+    p.add_argument("--windows-per-step", type=int, default=4)
     p.add_argument("--hold-ms", type=float, default=0.5, help="stimulus bin (ms)")
     p.add_argument("--upper-bound", type=float, default=400.0, help="a (Hz)")
     p.add_argument("--out", default="grasshopper_out")

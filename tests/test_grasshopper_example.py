@@ -31,6 +31,16 @@ def mod_spikes():
     return spikes
 
 
+def test_example_windowed_training(tmp_path):
+    pytest.importorskip("nitime")
+    mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
+    result = mod["main"](mod["parse_args"](
+        ["--num-steps", "2", "--train-duration", "1", "--test-duration", "0.5",
+         "--window-length", "0.25", "--windows-per-step", "2", "--out", str(tmp_path),
+         "--quiet"]))
+    assert result["test_spikes"] > 0 and (tmp_path / "grasshopper_stimulus.png").exists()
+
+
 def test_bad_arguments():
     pytest.importorskip("nitime")
     mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
