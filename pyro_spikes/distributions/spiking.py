@@ -134,9 +134,9 @@ class SpikingPointProcess(PointProcess):
         zero-order-hold interpolation; exact thinning and the relaxed sampler add it to the
         potential at every candidate (like the context's share).
     :param torch.Tensor history: spikes of the network before the observation window, in the
-        ``events`` layout with times :math:`\le 0` (relative to the window start),
+        ``events`` layout with times :math:`\\le 0` (relative to the window start),
         ``batch + (H, 1 + D)``, zero marks for padding (soft marks allowed). They add
-        :math:`\sum_l \sum_{d'} W_{l,d,d'} \sum_h m_{h,d'} e^{-(t-t_h)/\tau_l}` to
+        :math:`\\sum_l \\sum_{d'} W_{l,d,d'} \\sum_h m_{h,d'} e^{-(t-t_h)/\\tau_l}` to
         :math:`u_d(t)` (see :func:`~pyro_spikes.distributions.stimulus.history_drive`), so the
         windows of one recording, each with the spikes before it as history, have
         log-likelihoods that sum to the recording's (see :func:`pyro_spikes.windows.split_windows`).

@@ -250,34 +250,34 @@ class RaisedCosineStimulus(Stimulus):
 
     .. math::
 
-        s_d(t) = \sum_{k} \sum_j \beta_{k,d,j} \int_0^\infty \kappa_k(r)\,
-            x_j(t + t_0 - r)\, dr, \qquad
-        \kappa_k(r) = \frac{1}{2w}\Big(1 + \cos\frac{\pi (r - c_k)}{w}\Big)
-            \ [\,|r - c_k| \le w\,],
+        s_d(t) = \\sum_{k} \\sum_j \\beta_{k,d,j} \\int_0^\\infty \\kappa_k(r)\\,
+            x_j(t + t_0 - r)\\, dr, \\qquad
+        \\kappa_k(r) = \\frac{1}{2w}\\Big(1 + \\cos\\frac{\\pi (r - c_k)}{w}\\Big)
+            \\ [\\,|r - c_k| \\le w\\,],
 
     (bumps with a support reaching below lag 0 are cut at 0), with the stimulus :math:`x`
     held constant on each sample interval of length :math:`h` (zero-order hold, 0 before the
     first sample, the last sample held). With
-    :math:`\mathcal K_k(r) = \int_0^r \kappa_k` in closed form,
-    :math:`\frac{1}{2w}\big[s + \frac{w}{\pi}\sin\frac{\pi (s - c_k)}{w}\big]` between the
+    :math:`\\mathcal K_k(r) = \\int_0^r \\kappa_k` in closed form,
+    :math:`\\frac{1}{2w}\\big[s + \\frac{w}{\\pi}\\sin\\frac{\\pi (s - c_k)}{w}\\big]` between the
     support's ends,
 
     .. math::
 
-        F_k(t) = \sum_m x_m \big(\mathcal K_k(t - g_m) - \mathcal K_k(t - g_{m+1})\big),
+        F_k(t) = \\sum_m x_m \\big(\\mathcal K_k(t - g_m) - \\mathcal K_k(t - g_{m+1})\\big),
 
-    a finite sum over the :math:`\lceil (c_k + w)/h \rceil + 1` samples in the bump's reach.
-    The kinks of :math:`F_k` lie at :math:`g_m`, :math:`g_m + \max(0, c_k - w)` and
+    a finite sum over the :math:`\\lceil (c_k + w)/h \\rceil + 1` samples in the bump's reach.
+    The kinks of :math:`F_k` lie at :math:`g_m`, :math:`g_m + \\max(0, c_k - w)` and
     :math:`g_m + c_k + w`: the centres :math:`c_k` and the half-width :math:`w` must be
     multiples of :math:`h`, so all of them are sample times (extended past the last sample by
     the bumps' reach) and the process's compensator quadrature, cut there, stays exact; its
-    pieces are at most :math:`w/\pi` long (:meth:`time_scale`). Differentiable in
-    :math:`\beta` and :math:`x` (the bump positions are fixed).
+    pieces are at most :math:`w/\\pi` long (:meth:`time_scale`). Differentiable in
+    :math:`\\beta` and :math:`x` (the bump positions are fixed).
 
     :param torch.Tensor values: ``batch + (M, J)``; :param torch.Tensor times: ``(M,)``,
         uniformly spaced.
-    :param torch.Tensor weight: :math:`\beta`, ``batch + (K, D, J)``.
-    :param centers: :math:`c_k \ge 0`, ``(K,)``, multiples of :math:`h`.
+    :param torch.Tensor weight: :math:`\\beta`, ``batch + (K, D, J)``.
+    :param centers: :math:`c_k \\ge 0`, ``(K,)``, multiples of :math:`h`.
     :param float width: :math:`w > 0`, a multiple of :math:`h`.
     :param offset: :math:`t_0` (number or ``batch`` tensor).
     """
@@ -351,7 +351,7 @@ class RaisedCosineStimulus(Stimulus):
         return self._clip_breakpoints(grid - self.offset.unsqueeze(-1), duration)
 
     def _cumulative(self, r):
-        """:math:`\mathcal K_k(r)` for lags ``r`` of shape ``(..., 1, n, P)``: ``(..., K, n, P)``."""
+        """:math:`\\mathcal K_k(r)` for lags ``r`` of shape ``(..., 1, n, P)``: ``(..., K, n, P)``."""
         c = self.centers.reshape(-1, 1, 1)
         w = self.width
         lo, hi = (c - w).clamp(min=0.0), c + w
