@@ -67,7 +67,9 @@ def split_windows(events, duration, starts, length, horizon=None):
         raise ValueError(f"length must be positive, got {length}")
     starts = torch.as_tensor(starts, dtype=events.dtype, device=events.device)
     if starts.dim() != 1 or starts.numel() == 0:
-        raise ValueError(f"starts must be a non-empty 1-D sequence, got shape {tuple(starts.shape)}")
+        raise ValueError(
+            f"starts must be a non-empty 1-D sequence, got shape {tuple(starts.shape)}"
+        )
     if not bool(torch.isfinite(starts).all()):
         raise ValueError("starts must be finite")
     ends = starts + length

@@ -134,7 +134,8 @@ def test_gradcheck_filter_parameters():
     def f(values, s_weight, s_tau, weight, tau, hist_marks):
         st = FilteredStimulus(values, stim.times, s_weight, s_tau)
         h = torch.cat([hist[:, :1], hist_marks], -1)
-        p = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=st, history=h, capacity=7,
+        p = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=st, history=h,
+                                capacity=7,
                                 validate_args=False)
         return p.log_prob(events)
 

@@ -258,7 +258,8 @@ class SpikingPointProcess(PointProcess):
             if h.numel() and bool((h[..., 0] > 0).any()):
                 raise ValueError("history times must be <= 0 (before the window start)")
             marks = h[..., 1:]
-            if marks.numel() and (bool((marks < 0).any()) or bool((marks.sum(-1) > 1 + 1e-6).any())):
+            if marks.numel() and (bool((marks < 0).any())
+                                  or bool((marks.sum(-1) > 1 + 1e-6).any())):
                 raise ValueError("history marks must be nonnegative with sum <= 1")
         return stimulus, history
 

@@ -293,7 +293,9 @@ class RaisedCosineStimulus(Stimulus):
             raise ValueError(f"values must have shape (..., M, J), got {tuple(values.shape)}")
         m, j = values.shape[-2:]
         if times.dim() != 1 or times.shape[0] != m or m < 2:
-            raise ValueError(f"times must have shape (M,) with M={m} >= 2, got {tuple(times.shape)}")
+            raise ValueError(
+                f"times must have shape (M,) with M={m} >= 2, got {tuple(times.shape)}"
+            )
         step = float(times[1] - times[0])
         if not step > 0 or not bool(
             ((times[1:] - times[:-1] - step).abs() <= 1e-9 * step).all()
@@ -351,7 +353,7 @@ class RaisedCosineStimulus(Stimulus):
         return self._clip_breakpoints(grid - self.offset.unsqueeze(-1), duration)
 
     def _cumulative(self, r):
-        """:math:`\\mathcal K_k(r)` for lags ``r`` of shape ``(..., 1, n, P)``: ``(..., K, n, P)``."""
+        """:math:`\\mathcal K_k(r)` at lags ``r`` ``(..., 1, n, P)``: ``(..., K, n, P)``."""
         c = self.centers.reshape(-1, 1, 1)
         w = self.width
         lo, hi = (c - w).clamp(min=0.0), c + w
