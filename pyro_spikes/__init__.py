@@ -20,6 +20,7 @@ from pyro_spikes.spikes import (
     unpack_spikes,
     validate_events,
 )
+from pyro_spikes.windows import split_windows
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "scoring",
     "select_neurons",
     "spike_mask",
+    "split_windows",
     "trim_padding",
     "unpack_spikes",
     "validate_events",

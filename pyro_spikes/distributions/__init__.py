@@ -7,15 +7,19 @@ from pyro_spikes.distributions.poisson import PoissonProcess
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.spiking import SpikingPointProcess
+from pyro_spikes.distributions.stimulus import FilteredStimulus, RaisedCosineStimulus, Stimulus
 from pyro_spikes.distributions.stochastic_lif import StochasticLIF
 
 __all__ = [
+    "FilteredStimulus",
     "HawkesProcess",
     "PointProcess",
     "PoissonProcess",
+    "RaisedCosineStimulus",
     "RelaxedPointProcess",
     "SpikingPointProcess",
     "StochasticLIF",
+    "Stimulus",
     "concrete_log_density",
     "default_capacity",
     "exp_decay_scan",

@@ -274,6 +274,14 @@ class PointProcess(NoMoments, TorchDistribution):
         """Rows of exogenous events ``(times, marks)`` that drive but are not modelled."""
         return None
 
+    def _breakpoints(self):
+        """
+        Times in :math:`[0, T]` where the intensity is not smooth for reasons other than events
+        (e.g. the hold breakpoints of a stimulus), ``batch + (M,)``, or ``None``: added as
+        zero-mark rows, so that numerical integration never straddles them.
+        """
+        return None
+
     def _rows(self, events, query=None, grid=True):
         """
         Sorted union of the value's rows, query rows (zero marks, placed before events at ties
@@ -299,6 +307,10 @@ class PointProcess(NoMoments, TorchDistribution):
         pieces.append((events[..., 0], marks))
         if context is not None:
             pieces.append(context)
+        breakpoints = self._breakpoints() if grid else None
+        if breakpoints is not None:
+            batch = torch.Size(broadcast_shape(batch, breakpoints.shape[:-1]))
+            pieces.append((breakpoints, None))
         step = self._max_step() if grid else None
         num_grid = 1 if step is None else max(1, int(math.ceil(self.duration / step)))
         grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)

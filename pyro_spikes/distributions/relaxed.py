@@ -133,6 +133,7 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
             marks = _RelaxedThinning.apply(
                 proc, stream, gumbel, float(self.temperature),
                 proc.bias, proc.weight, proc.time_constants, proc.context,
+                *proc._drive_inputs(),
             )
         rows = torch.cat([stream.cand.unsqueeze(-1), marks], -1)
         pad = rows.new_zeros(rows.shape[0], self.capacity - rows.shape[1], rows.shape[2])
@@ -191,11 +192,13 @@ class _RelaxedThinning(torch.autograd.Function):
     back-propagation through the loop, at the cost of two loops without an autograd graph
     (compiled on the CPU, see :mod:`~pyro_spikes.distributions.kernels`).
     The temperature, the Gumbel noise, the candidate times and the context times are
-    constants; bias, weights, time constants and context marks get gradients.
+    constants; bias, weights, time constants, context marks and the drive tensors (stimulus
+    samples, filter weights and time constants, history marks) get gradients.
     """
 
     @staticmethod
-    def forward(ctx, proc, stream, gumbel, temperature, bias, weight, time_constants, context):
+    def forward(ctx, proc, stream, gumbel, temperature, bias, weight, time_constants, context,
+                *drive_inputs):
         base, decay, loop_weight, mask = proc._loop_inputs(stream)
         potentials, marks, probs = kernels.thinning_loop(
             base, decay, loop_weight, mask, kernels.RELAXED, gumbel / temperature,
@@ -206,6 +209,7 @@ class _RelaxedThinning(torch.autograd.Function):
         ctx.save_for_backward(potentials, probs, marks, bias, weight, time_constants,
                               context if context is not None else torch.empty(0))
         ctx.has_context = context is not None
+        ctx.drive_inputs = drive_inputs
         return marks
 
     @staticmethod
@@ -230,17 +234,17 @@ class _RelaxedThinning(torch.autograd.Function):
         q_coef = p_coef - probs[..., num:] * cand_mask * sig * share / tau
         u_bar = kernels.relaxed_adjoint(decay, loop_weight, grad_marks * cand_mask, y_spike,
                                         p_coef, q_coef)
-        inputs = [bias, weight, time_constants] + ([context] if context is not None else [])
-        leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
-        wanted = [leaf for leaf in leaves if leaf.requires_grad]
+        inputs = [bias, weight, time_constants, context, *ctx.drive_inputs]
+        leaves = [None if x is None else x.detach().requires_grad_(x.requires_grad)
+                  for x in inputs]
+        wanted = [leaf for leaf in leaves if leaf is not None and leaf.requires_grad]
         grads = [None] * len(leaves)
         if wanted:
             with torch.enable_grad():
-                u = proc._stream_potentials(stream, marks, *leaves[:3],
-                                            leaves[3] if context is not None else None)
+                u = proc._stream_potentials(stream, marks, *leaves[:4],
+                                            drive_inputs=tuple(leaves[4:]))
                 u = u.index_select(-1, proc.neurons)
                 got = iter(torch.autograd.grad((u * u_bar).sum(), wanted, allow_unused=True))
-            grads = [next(got) if leaf.requires_grad else None for leaf in leaves]
-        if context is None:
-            grads.append(None)
+            grads = [next(got) if leaf is not None and leaf.requires_grad else None
+                     for leaf in leaves]
         return (None, None, None, None, *grads)

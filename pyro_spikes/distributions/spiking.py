@@ -17,6 +17,7 @@ from pyro_spikes.distributions.point_process import (
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions.scan import exp_decay_scan
+from pyro_spikes.distributions.stimulus import Stimulus, history_drive
 from pyro_spikes.spikes import trim_padding, validate_events
 
 __all__ = ["SpikingPointProcess"]
@@ -29,7 +30,7 @@ def _gauss_legendre(order, like):
     return nodes, weights
 
 
-def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights):
+def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights, drive=None):
     """
     Per sorted row :math:`r`: :math:`\\log \\lambda(t_r^-)` from the traces' left limits ``h``
     and, over the interval to the next row, :math:`\\int \\lambda` by Gauss-Legendre
@@ -37,16 +38,23 @@ def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights):
     :math:`b + \\sum_l (h + x)_{l,r}\\, e^{-r_l s}`. ``h``, ``x``: ``batch + (L, R, D)``;
     ``bias`` ``batch + (D,)``, ``rates`` (:math:`1/\\tau_l`) ``batch + (L,)``, ``upper_bound``
     ``batch``. Returns ``(log_rate, integral)`` of shapes ``batch + (R, D)``, ``batch + (R-1, D)``.
+    ``drive``, if given, maps times ``batch + (n,)`` to a deterministic addition to the
+    potential ``batch + (n, D)`` (stimulus, history before the window), evaluated at the rows
+    and at every quadrature node.
     """
     a = upper_bound.unsqueeze(-1).unsqueeze(-1)
     bias = bias.unsqueeze(-2)
-    log_rate = torch.log(a) + F.logsigmoid(bias + h.sum(-3))
+    extra = 0.0 if drive is None else drive(times)
+    log_rate = torch.log(a) + F.logsigmoid(bias + h.sum(-3) + extra)
     start = (h + x)[..., :-1, :]  # (..., L, R-1, D)
     dt = times[..., 1:] - times[..., :-1]  # (..., R-1)
     decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes)
                       * rates.unsqueeze(-1).unsqueeze(-1))  # (..., L, R-1, Q)
     # one batched (Q, L) @ (L, D) product per interval: u_{r,q,d} of shape (..., R-1, Q, D)
     u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2)
+    if drive is not None:
+        node_times = times[..., :-1].unsqueeze(-1) + dt.unsqueeze(-1) * nodes  # (..., R-1, Q)
+        u = u + drive(node_times.flatten(-2)).unflatten(-2, node_times.shape[-2:])
     integral = torch.matmul(weights, torch.sigmoid(u)) * (a * dt.unsqueeze(-1))
     return log_rate, integral
 
@@ -107,7 +115,8 @@ class SpikingPointProcess(PointProcess):
         probability below ~1e-9, so exact samples never overflow (computed when first sampling;
         scoring accepts any number of rows).
     :param int quadrature_order: Gauss–Legendre nodes per piece.
-    :param float max_step: longest piece of the compensator quadrature.
+    :param float max_step: longest piece of the compensator quadrature (default the smallest
+        time constant, of the basis and of the stimulus filter).
     :param neurons: indices of the network neurons this distribution models (default: all).
         The value's marks are those neurons' marks, ``event_shape = (capacity, 1 + |D|)``, and
         the thinning bound is :math:`a |\\mathcal D|`.
@@ -117,6 +126,24 @@ class SpikingPointProcess(PointProcess):
         ``weight`` but is not modelled (soft marks allowed). ``log_prob`` is then the partial
         likelihood of the modelled neurons given the whole history, so the likelihood of a
         network splits into ``log_prob`` of neuron groups, each with the others as context.
+    :param stimulus: a :class:`~pyro_spikes.distributions.Stimulus` (exponential kernels:
+        :class:`~pyro_spikes.distributions.FilteredStimulus`; raised cosines:
+        :class:`~pyro_spikes.distributions.RaisedCosineStimulus`): an exogenous
+        covariate filtered by learnable kernels, :math:`s_d(t)`, added to :math:`u_d(t)`
+        (the stimulus term of a GLM, Pillow et al., 2008). Its hold breakpoints become rows of
+        the compensator quadrature, so the likelihood stays exact for the stimulus's
+        zero-order-hold interpolation; exact thinning and the relaxed sampler add it to the
+        potential at every candidate (like the context's share).
+    :param torch.Tensor history: spikes of the network before the observation window, in the
+        ``events`` layout with times :math:`\\le 0` (relative to the window start),
+        ``batch + (H, 1 + D)``, zero marks for padding (soft marks allowed). They add
+        :math:`\\sum_l \\sum_{d'} W_{l,d,d'} \\sum_h m_{h,d'} e^{-(t-t_h)/\\tau_l}` to
+        :math:`u_d(t)` (see :func:`~pyro_spikes.distributions.stimulus.history_drive`), so the
+        windows of one recording, each with the spikes before it as history, have
+        log-likelihoods that sum to the recording's (see :func:`pyro_spikes.windows.split_windows`).
+
+    With a stimulus or a history the log-likelihood runs on the PyTorch path (the compiled
+    likelihood loop has no drive term).
     """
 
     arg_constraints = {
@@ -128,7 +155,7 @@ class SpikingPointProcess(PointProcess):
 
     def __init__(self, bias, weight, time_constants, duration, upper_bound=5.0, capacity=None,
                  quadrature_order=8, max_step=None, neurons=None, context=None,
-                 validate_args=None):
+                 stimulus=None, history=None, validate_args=None):
         bias = as_param(bias)
         duration = check_duration(duration)
         weight = as_param(weight, bias)
@@ -164,16 +191,19 @@ class SpikingPointProcess(PointProcess):
                     f"got {tuple(context.shape)}"
                 )
             context = trim_padding(context, duration)  # trailing padding drives nothing
+        stimulus, history = self._check_drive(stimulus, history, num_network, bias)
         try:
             batch_shape = broadcast_shape(
                 bias.shape[:-1], weight.shape[:-3], time_constants.shape[:-1], upper_bound.shape,
                 () if context is None else context.shape[:-2],
+                () if stimulus is None else stimulus.batch_shape,
+                () if history is None else history.shape[:-2],
             )
         except ValueError:
             raise ValueError(
                 f"bias {tuple(bias.shape)}, weight {tuple(weight.shape)}, time_constants "
-                f"{tuple(time_constants.shape)}, upper_bound {tuple(upper_bound.shape)} and "
-                "context have incompatible batch shapes"
+                f"{tuple(time_constants.shape)}, upper_bound {tuple(upper_bound.shape)}, "
+                "context, stimulus and history have incompatible batch shapes"
             ) from None
         if int(quadrature_order) < 1:
             raise ValueError(f"quadrature_order must be >= 1, got {quadrature_order}")
@@ -184,6 +214,7 @@ class SpikingPointProcess(PointProcess):
         self.num_basis = num_basis
         self.num_network = num_network
         self.neurons, self.others, self.context = neurons, others, context
+        self.stimulus, self.history = stimulus, history
         self._whole_network = context is None and bool(
             (neurons == torch.arange(num_network, device=neurons.device)).all()
         )
@@ -196,6 +227,86 @@ class SpikingPointProcess(PointProcess):
         if not bool(((upper_bound > 0) & torch.isfinite(upper_bound)).all()):
             raise ValueError("upper_bound must be positive and finite")
         return _poisson_capacity(float(upper_bound.max()) * self.num_neurons * self.duration)
+
+    @staticmethod
+    def _check_drive(stimulus, history, num_network, bias):
+        """Validate the ``stimulus`` and ``history`` arguments (see the class docstring)."""
+        if stimulus is not None:
+            if not isinstance(stimulus, Stimulus):
+                raise TypeError(
+                    "stimulus must be a Stimulus (FilteredStimulus, RaisedCosineStimulus), got "
+                    f"{type(stimulus).__name__}"
+                )
+            if stimulus.num_neurons != num_network:
+                raise ValueError(
+                    f"stimulus weight must have shape (..., K, D, J) with D={num_network} "
+                    f"(the network), got {tuple(stimulus.weight.shape)}"
+                )
+            if stimulus.weight.dtype != bias.dtype or stimulus.weight.device != bias.device:
+                raise ValueError(
+                    f"stimulus tensors must have bias's dtype {bias.dtype} and device "
+                    f"{bias.device}, got {stimulus.weight.dtype} on {stimulus.weight.device}"
+                )
+        if history is not None:
+            history = as_param(history, bias).to(dtype=bias.dtype, device=bias.device)
+            if history.dim() < 2 or history.shape[-1] != 1 + num_network:
+                raise ValueError(
+                    f"history must have shape (..., H, {1 + num_network}), "
+                    f"got {tuple(history.shape)}"
+                )
+            h = history.detach()
+            if not bool(torch.isfinite(h).all()):
+                raise ValueError("history contains NaN or infinite entries")
+            if h.numel() and bool((h[..., 0] > 0).any()):
+                raise ValueError("history times must be <= 0 (before the window start)")
+            marks = h[..., 1:]
+            if marks.numel() and (bool((marks < 0).any())
+                                  or bool((marks.sum(-1) > 1 + 1e-6).any())):
+                raise ValueError("history marks must be nonnegative with sum <= 1")
+        return stimulus, history
+
+    @property
+    def _has_drive(self):
+        return self.stimulus is not None or self.history is not None
+
+    def _drive_inputs(self):
+        """The tensors of the drive terms: the stimulus's (:meth:`Stimulus.tensors`), history."""
+        if self.stimulus is None:
+            return (self.history,)
+        return tuple(self.stimulus.tensors()) + (self.history,)
+
+    def _drive(self, weight=None, time_constants=None, inputs=None):
+        """
+        The deterministic addition to the potentials (stimulus drive plus the history's
+        share) as a function of times ``batch + (n,)`` -> ``batch + (n, D_net)``, in the given
+        tensors (defaults: this distribution's), or ``None`` when there is neither.
+        """
+        if not self._has_drive:
+            return None
+        weight = self.weight if weight is None else weight
+        time_constants = self.time_constants if time_constants is None else time_constants
+        inputs = self._drive_inputs() if inputs is None else inputs
+        history = inputs[-1]
+        stimulus, cache = None, []
+        if self.stimulus is not None:
+            stimulus = self.stimulus.with_tensors(*inputs[:-1])
+
+        def drive(t):
+            out = 0.0
+            if stimulus is not None:
+                if not cache:  # e.g. the filter at the breakpoints: once per drive function
+                    cache.append(stimulus.precompute())
+                out = stimulus.drive(t, cache[0])
+            if history is not None:
+                out = out + history_drive(history, weight, time_constants, t)
+            return out
+
+        return drive
+
+    def _breakpoints(self):
+        if self.stimulus is None:
+            return None
+        return self.stimulus.breakpoints(self.duration)
 
     @staticmethod
     def _neuron_sets(neurons, num_network, device):
@@ -235,7 +346,10 @@ class SpikingPointProcess(PointProcess):
     def _max_step(self):
         if self.max_step is not None:
             return self.max_step
-        return float(self.time_constants.detach().min())
+        step = float(self.time_constants.detach().min())
+        if self.stimulus is not None:  # the filtered stimulus varies on its own time scale
+            step = min(step, self.stimulus.time_scale())
+        return step
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(SpikingPointProcess, _instance)
@@ -255,6 +369,7 @@ class SpikingPointProcess(PointProcess):
         )
         new.quadrature_order = self.quadrature_order
         new.max_step = self.max_step
+        new.stimulus, new.history = self.stimulus, self.history
         PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self._capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
@@ -285,7 +400,11 @@ class SpikingPointProcess(PointProcess):
         """
         times, marks, event_pos, _ = self._rows(value, grid=False)
         h, _ = self.basis_states(times, marks)
-        u = self._select(self.bias.unsqueeze(-2) + h.sum(-3))
+        u = self.bias.unsqueeze(-2) + h.sum(-3)
+        drive = self._drive()
+        if drive is not None:
+            u = u + drive(times)
+        u = self._select(u)
         u = u.gather(-2, event_pos.unsqueeze(-1).expand(event_pos.shape + u.shape[-1:]))
         log_share = math.log(self.num_neurons)
         log_spike = F.logsigmoid(u) - log_share
@@ -302,6 +421,7 @@ class SpikingPointProcess(PointProcess):
             and all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in params + (value,))
             and all(x.dtype == ref.dtype for x in params)
             and (self.context is None or type(self.context) in (torch.Tensor, torch.nn.Parameter))
+            and not self._has_drive
         ):
             return self._terms_compiled(value)
         return super()._terms(value)
@@ -329,7 +449,8 @@ class SpikingPointProcess(PointProcess):
     def _row_terms(self, times, marks):
         h, x = self.basis_states(times, marks)
         return _likelihood_rows(times, h, x, self.bias, 1.0 / self.time_constants,
-                                self.upper_bound, *_gauss_legendre(self.quadrature_order, times))
+                                self.upper_bound, *_gauss_legendre(self.quadrature_order, times),
+                                drive=self._drive())
 
     # ------------------------------------------------------------------ sampling
     def _flat_params(self, shape):
@@ -372,6 +493,8 @@ class SpikingPointProcess(PointProcess):
                 torch.cat([cand, ctx_times], -1), dim=-1, stable=True
             )
             stream.from_cand = stream.perm < cand.shape[-1]
+        if self.context is not None or self._has_drive:
+            # stimulus and history shares are, like the context's, fixed given the candidates
             with torch.no_grad():
                 no_marks = cand.new_zeros(cand.shape + (self.num_neurons,))
                 stream.base = self._stream_potentials(
@@ -384,12 +507,16 @@ class SpikingPointProcess(PointProcess):
         context = context.expand(shape + context.shape[-2:])
         return context.reshape((shape.numel(),) + context.shape[-2:])
 
-    def _stream_potentials(self, stream, marks, bias, weight, time_constants, context):
+    def _stream_potentials(self, stream, marks, bias, weight, time_constants, context,
+                           drive_inputs=None):
         """
         Left potentials ``(N, K, D_net)`` at the candidates of ``stream`` given their marks
-        ``(N, K, |D|)`` (and the context), in parallel (blocked scan), differentiable in the
-        explicit parameter tensors: the map whose fixed point the thinning loop computes.
+        ``(N, K, |D|)`` (and the context, stimulus and history), in parallel (blocked scan),
+        differentiable in the explicit parameter tensors (``drive_inputs``: see
+        :meth:`_drive_inputs`; default this distribution's): the map whose fixed point the
+        thinning loop computes.
         """
+        drive = self._drive(weight, time_constants, drive_inputs)
         shape, (n, k) = stream.shape, stream.cand.shape
         d, l = self.num_network, self.num_basis
         full = self._embed(marks)
@@ -411,6 +538,8 @@ class SpikingPointProcess(PointProcess):
         u = bias + exp_decay_scan(times, x, rate).sum(1)
         if context is not None:
             u = u[stream.from_cand].reshape(n, k, d)  # the candidates, in time order
+        if drive is not None:
+            u = u + drive(stream.cand.reshape(shape + (k,))).expand(shape + (k, d)).reshape(n, k, d)
         return u
 
     @property
@@ -456,7 +585,7 @@ class SpikingPointProcess(PointProcess):
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
-            if self._whole_network and not kernels.compiled_for(self.bias):
+            if self._whole_network and not kernels.compiled_for(self.bias) and not self._has_drive:
                 return self._sample_fast(sample_shape)  # the PyTorch loop for a whole network
             stream = self._stream(sample_shape)
             # U |D| picks neuron d = floor(U |D|) uniformly, its fractional part accepts with

@@ -1,0 +1,53 @@
+import json
+import os
+import runpy
+import sys
+
+import pytest
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "grasshopper_stimulus.py")
+
+
+def test_example_smoke(tmp_path, monkeypatch):
+    pytest.importorskip("nitime")
+    argv = ["grasshopper_stimulus.py", "--num-steps", "3", "--train-duration", "0.5",
+            "--test-duration", "0.5", "--out", str(tmp_path), "--quiet"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(EXAMPLE, run_name="__main__")
+    assert (tmp_path / "grasshopper_stimulus.png").stat().st_size > 0
+    result = json.loads((tmp_path / "grasshopper_stimulus.json").read_text())
+    # nitime's recording 1 (929 spikes in 10 s): the spikes of [0, 0.5) and [0.5, 1)
+    import numpy as np
+    spikes = mod_spikes()
+    assert result["train_spikes"] == int((spikes < 0.5).sum())
+    assert result["test_spikes"] == int(((spikes >= 0.5) & (spikes < 1.0)).sum())
+    assert np.isfinite(result["heldout_loglik_model"])
+
+
+def mod_spikes():
+    mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
+    spikes, _, _ = mod["load_grasshopper"](1)
+    assert spikes.shape == (929,)
+    return spikes
+
+
+def test_example_windowed_training(tmp_path):
+    pytest.importorskip("nitime")
+    mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
+    result = mod["main"](mod["parse_args"](
+        ["--num-steps", "2", "--train-duration", "1", "--test-duration", "0.5",
+         "--window-length", "0.25", "--windows-per-step", "2", "--out", str(tmp_path),
+         "--quiet"]))
+    assert result["test_spikes"] > 0 and (tmp_path / "grasshopper_stimulus.png").exists()
+
+
+def test_bad_arguments():
+    pytest.importorskip("nitime")
+    mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
+    with pytest.raises(ValueError, match="train-duration"):
+        mod["main"](mod["parse_args"](["--train-duration", "10", "--num-steps", "1", "--quiet"]))
+    with pytest.raises(ValueError, match="test-duration"):
+        mod["main"](mod["parse_args"](["--train-duration", "8", "--test-duration", "3",
+                                       "--num-steps", "1", "--quiet"]))
+    with pytest.raises(ValueError, match="hold"):
+        mod["load_grasshopper"](1, hold=0.3e-4)
