@@ -9,6 +9,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 
+from pyro_spikes.distributions._checks import check_allocation
 from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.spikes import trim_padding, validate_events
 
@@ -35,16 +36,21 @@ def check_duration(duration):
     return duration
 
 
-def uniform_order_statistics(counts, width, duration, like):
+def uniform_order_statistics(counts, width, duration, like, name="rate"):
     """
     For each row ``n``, ``counts[n]`` sorted i.i.d. Uniform(0, T) times in the first columns of
     a ``(N, width)`` tensor (the rest hold ``T``), and the mask of those columns: the event
-    times of a homogeneous Poisson process given its count.
+    times of a homogeneous Poisson process given its count. The uniforms are drawn in float64
+    and rounded once to ``like``'s dtype (float32 uniforms are multiples of :math:`2^{-24}`,
+    which would put many of a long train's events at the same time). A width that cannot fit in
+    memory raises a :class:`ValueError` naming ``name``.
     """
+    check_allocation(name, float(counts.numel()) * width * 3, torch.float64, like.device,
+                     f"the {width} event times per sequence implied by {name} * duration")
     valid = torch.arange(width, device=like.device) < counts.unsqueeze(-1)
-    times = torch.rand(valid.shape, dtype=like.dtype, device=like.device) * duration
+    times = torch.rand(valid.shape, dtype=torch.float64, device=like.device) * duration
     times = torch.where(valid, times, torch.full_like(times, duration)).sort(-1).values
-    return times, valid
+    return times.to(like.dtype), valid
 
 
 class Stream:
@@ -113,11 +119,17 @@ class PointProcess(TorchDistribution):
     :param int capacity: number of rows of a realisation.
     """
 
+    #: the names the caller knows the arguments by, for error messages (e.g. a model that
+    #: passes its ``hidden_capacity`` as ``capacity``: ``{"capacity": "hidden_capacity"}``)
+    _arg_names = {}
+
     def __init__(self, batch_shape, num_neurons, duration, capacity, validate_args=None):
         duration = check_duration(duration)
         capacity = int(capacity)
         if capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity}")
+        if int(num_neurons) < 1:
+            raise ValueError(f"the process needs at least one neuron (D >= 1), got D={num_neurons}")
         self.duration = duration
         self.num_neurons = int(num_neurons)
         self.capacity = capacity
@@ -149,9 +161,10 @@ class PointProcess(TorchDistribution):
     def _check_capacity(self, counts):
         """Raise if any realisation needs more rows than ``capacity``."""
         if counts.numel() and int(counts.max()) > self.capacity:
+            name = self._arg_names.get("capacity", "capacity")
             raise ValueError(
-                f"capacity={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
-                " pass a larger capacity to the distribution"
+                f"{name}={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
+                f" pass a larger {name}"
             )
 
     # ------------------------------------------------------------------ subclass hooks
@@ -205,14 +218,24 @@ class PointProcess(TorchDistribution):
         pieces = []
         if query is not None:
             query = torch.as_tensor(query, dtype=ref.dtype, device=ref.device)
-            if bool((query < 0).any()) or bool((query > self.duration).any()):
-                raise ValueError(f"t must lie in [0, duration={self.duration}]")
+            if query.dim() < 1:
+                raise ValueError(f"t must have shape (n,) or batch + (n,), got a scalar")
+            # NaN fails both comparisons
+            if not bool(((query >= 0) & (query <= self.duration)).all()):
+                raise ValueError(f"t must lie in [0, duration={self.duration}] (no NaN)")
             pieces.append((query, None))
         pieces.append((events[..., 0], marks))
         if context is not None:
             pieces.append(context)
         step = self._max_step() if grid else None
-        num_grid = 1 if step is None else max(1, int(math.ceil(self.duration / step)))
+        if step is not None and not (math.isfinite(step) and step > 0):
+            raise ValueError(f"{self._arg_names.get('max_step', 'max_step')} must give a "
+                             f"positive finite quadrature step, got {step}")
+        num_grid = 1 if step is None else max(1, math.ceil(self.duration / step))
+        # the grid rows of every realisation, with their marks: refuse before allocating
+        check_allocation(self._arg_names.get("max_step", "max_step"),
+                         float(batch.numel()) * num_grid * (1 + num_marks), ref.dtype, ref.device,
+                         f"a quadrature grid of duration / max_step = {num_grid:.3g} rows")
         grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)
         pieces.append((grid, None))
         times = torch.cat([t.expand(batch + t.shape[-1:]) for t, _ in pieces], -1)
@@ -301,6 +324,9 @@ class PointProcess(TorchDistribution):
         """
         n, k = cand_times.shape
         width = 1 + self.num_neurons
+        check_allocation(self._arg_names.get("capacity", "capacity"),
+                         float(n) * self.capacity * width, cand_times.dtype, cand_times.device,
+                         f"{n} realisations of capacity={self.capacity} rows")
         pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
         self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
         # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one

@@ -92,8 +92,9 @@ class RelaxedPointProcess(TorchDistribution):
         )
         if self.temperature.dim() != 0:
             raise ValueError("temperature must be a scalar")
-        if not float(self.temperature) > 0:
-            raise ValueError(f"temperature must be positive, got {float(self.temperature)}")
+        if not (math.isfinite(float(self.temperature)) and float(self.temperature) > 0):
+            raise ValueError(f"temperature must be positive and finite, got "
+                             f"{float(self.temperature)}")
         self.duration = process.duration
         self.num_neurons = process.num_neurons
         self.capacity = process.capacity

@@ -16,6 +16,8 @@ from pyro_spikes.distributions.point_process import (
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions._checks import check_same_dtype, check_sampling_params
+from pyro_spikes.distributions.constraints import finite, positive_finite
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.spikes import trim_padding, validate_events
 
@@ -116,18 +118,24 @@ class SpikingPointProcess(PointProcess):
         ``weight`` but is not modelled (soft marks allowed). ``log_prob`` is then the partial
         likelihood of the modelled neurons given the whole history, so the likelihood of a
         network splits into ``log_prob`` of neuron groups, each with the others as context.
+    :param dict arg_names: the names a caller knows some arguments by, used in error messages
+        (e.g. ``{"context": "observed", "capacity": "hidden_capacity"}`` for a model that passes
+        its data as ``context``).
     """
 
     arg_constraints = {
-        "bias": constraints.independent(constraints.real, 1),
-        "weight": constraints.independent(constraints.real, 3),
-        "time_constants": constraints.independent(constraints.positive, 1),
-        "upper_bound": constraints.positive,
+        "bias": constraints.independent(finite, 1),
+        "weight": constraints.independent(finite, 3),
+        "time_constants": constraints.independent(positive_finite, 1),
+        "upper_bound": positive_finite,
     }
 
     def __init__(self, bias, weight, time_constants, duration, upper_bound=5.0, capacity=None,
                  quadrature_order=8, max_step=None, neurons=None, context=None,
-                 validate_args=None):
+                 validate_args=None, arg_names=None):
+        self._arg_names = {"max_step": "max_step" if max_step is not None else
+                           "time_constants (max_step defaults to min(time_constants))",
+                           **(arg_names or {})}
         bias = as_param(bias)
         duration = check_duration(duration)
         weight = as_param(weight, bias)
@@ -141,6 +149,14 @@ class SpikingPointProcess(PointProcess):
                 f"time_constants must have shape (..., L), got {tuple(time_constants.shape)}"
             )
         num_basis = time_constants.shape[-1]
+        if num_network < 1 or num_basis < 1:
+            raise ValueError(
+                f"bias must name at least one neuron (D >= 1) and time_constants at least one "
+                f"basis function (L >= 1), got bias {tuple(bias.shape)} and time_constants "
+                f"{tuple(time_constants.shape)}"
+            )
+        check_same_dtype(bias=bias, weight=weight, time_constants=time_constants,
+                         upper_bound=upper_bound)
         if weight.dim() < 3 or weight.shape[-3:] != (num_basis, num_network, num_network):
             raise ValueError(
                 f"weight must have shape (..., L, D, D) with L={num_basis}, D={num_network}, "
@@ -149,17 +165,18 @@ class SpikingPointProcess(PointProcess):
         neurons, others = self._neuron_sets(neurons, num_network, bias.device)
         num_neurons = neurons.numel()
         if context is not None:
+            ctx_name = self._arg_names.get("context", "context")
             if neurons.numel() == num_network:
-                raise ValueError("context needs neurons: a strict subset of the network")
+                raise ValueError(f"{ctx_name} needs neurons: a strict subset of the network")
             context = as_param(context, bias).to(dtype=bias.dtype, device=bias.device)
             validate = validate_args
             if validate is None:
                 validate = torch.distributions.Distribution._validate_args
             if validate:
-                validate_events(context, duration, others.numel(), relaxed=True, name="context")
+                validate_events(context, duration, others.numel(), relaxed=True, name=ctx_name)
             elif context.dim() < 2 or context.shape[-1] != 1 + others.numel():
                 raise ValueError(
-                    f"context must have shape (..., capacity, {1 + others.numel()}), "
+                    f"{ctx_name} must have shape (..., capacity, {1 + others.numel()}), "
                     f"got {tuple(context.shape)}"
                 )
             context = trim_padding(context, duration)  # trailing padding drives nothing
@@ -176,8 +193,8 @@ class SpikingPointProcess(PointProcess):
             ) from None
         if int(quadrature_order) < 1:
             raise ValueError(f"quadrature_order must be >= 1, got {quadrature_order}")
-        if max_step is not None and not float(max_step) > 0:
-            raise ValueError(f"max_step must be positive, got {max_step}")
+        if max_step is not None and not (math.isfinite(float(max_step)) and float(max_step) > 0):
+            raise ValueError(f"max_step must be positive and finite, got {max_step}")
         self.bias, self.weight = bias, weight
         self.time_constants, self.upper_bound = time_constants, upper_bound
         self.num_basis = num_basis
@@ -253,6 +270,7 @@ class SpikingPointProcess(PointProcess):
         )
         new.quadrature_order = self.quadrature_order
         new.max_step = self.max_step
+        new._arg_names = self._arg_names
         PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self.capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
@@ -345,10 +363,15 @@ class SpikingPointProcess(PointProcess):
 
     def _candidates(self, n, bound, like):
         """Homogeneous Poisson candidates at rate ``bound`` (shape ``(N,)``) on [0, T]."""
+        # the loop's parameters, whatever validate_args says (invalid ones would give NaN
+        # potentials or an unbounded candidate count)
+        check_sampling_params(upper_bound=(self.upper_bound, "positive"),
+                              time_constants=(self.time_constants, "positive"),
+                              bias=(self.bias, "finite"), weight=(self.weight, "finite"))
         counts = torch.poisson(bound * self.duration)
         self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
-        return uniform_order_statistics(counts, k, self.duration, like)
+        return uniform_order_statistics(counts, k, self.duration, like, name="upper_bound")
 
     def _stream(self, sample_shape):
         """
