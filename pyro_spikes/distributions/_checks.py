@@ -15,12 +15,33 @@ import torch
 
 __all__ = [
     "check_allocation",
+    "check_num_neurons",
     "check_finite",
     "check_same_dtype",
     "check_sampling_params",
     "max_candidates",
     "memory_limit",
+    "reduce_or",
 ]
+
+
+def check_num_neurons(name, shape, dim=-1):
+    """The number of neurons ``shape[dim]`` of the argument ``name``, which must be >= 1."""
+    if len(shape) < -dim:
+        raise ValueError(f"{name} must have at least {-dim} dimensions, got shape {tuple(shape)}")
+    d = shape[dim]
+    if d < 1:
+        raise ValueError(f"{name} must describe at least one neuron (D >= 1), got shape "
+                         f"{tuple(shape)}")
+    return d
+
+
+def reduce_or(x, how, default):
+    """``float(x.max())`` (``how="max"``) or ``x.min()`` of a tensor, ``default`` if it is empty
+    (torch refuses to reduce an empty tensor: a batch of size zero is legal)."""
+    if not x.numel():
+        return float(default)
+    return float(x.max() if how == "max" else x.min())
 
 
 def memory_limit(device=None):

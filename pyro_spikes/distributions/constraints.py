@@ -3,7 +3,7 @@
 import torch
 from torch.distributions import constraints
 
-__all__ = ["finite", "nonnegative_finite", "positive_finite", "spike_trains"]
+__all__ = ["finite", "independent", "nonnegative_finite", "positive_finite", "spike_trains"]
 
 
 class _SpikeTrains(constraints.Constraint):
@@ -68,3 +68,19 @@ class _PositiveFinite(constraints.Constraint):
 finite = _Finite()
 nonnegative_finite = _NonnegativeFinite()
 positive_finite = _PositiveFinite()
+
+
+class _IndependentConstraint(constraints._IndependentConstraint):
+    """torch's ``independent`` whose check also works on empty tensors (a batch of size zero:
+    torch's reshapes them with ``-1`` and fails)."""
+
+    def check(self, value):
+        result = self.base_constraint.check(value)
+        n = self.reinterpreted_batch_ndims
+        if result.dim() < n:
+            raise ValueError(f"expected a tensor of at least {n} dimensions, got shape "
+                             f"{tuple(value.shape)}")
+        return result.all(tuple(range(-n, 0))) if n else result
+
+
+independent = _IndependentConstraint

@@ -2,15 +2,21 @@ import math
 
 import torch
 from pyro.distributions.util import broadcast_shape
-from torch.distributions import constraints
 
 from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions._checks import (
+    check_allocation,
+    check_num_neurons,
     check_same_dtype,
     check_sampling_params,
     max_candidates,
+    reduce_or,
 )
-from pyro_spikes.distributions.constraints import nonnegative_finite, positive_finite
+from pyro_spikes.distributions.constraints import (
+    independent,
+    nonnegative_finite,
+    positive_finite,
+)
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     as_param,
@@ -61,9 +67,9 @@ class HawkesProcess(PointProcess):
     """
 
     arg_constraints = {
-        "baseline": constraints.independent(nonnegative_finite, 1),
-        "adjacency": constraints.independent(nonnegative_finite, 2),
-        "decay": constraints.independent(positive_finite, 2),
+        "baseline": independent(nonnegative_finite, 1),
+        "adjacency": independent(nonnegative_finite, 2),
+        "decay": independent(positive_finite, 2),
     }
 
     def __init__(self, baseline, adjacency, decay, duration, capacity=None, validate_args=None):
@@ -72,7 +78,7 @@ class HawkesProcess(PointProcess):
         decay = as_param(decay, baseline)
         if baseline.dim() < 1:
             raise ValueError(f"baseline must have shape (..., D), got {tuple(baseline.shape)}")
-        num_neurons = baseline.shape[-1]
+        num_neurons = check_num_neurons("baseline", baseline.shape)
         if adjacency.dim() < 2 or adjacency.shape[-2:] != (num_neurons, num_neurons):
             raise ValueError(
                 f"adjacency must have shape (..., D, D) with D={num_neurons}, "
@@ -82,7 +88,10 @@ class HawkesProcess(PointProcess):
         try:
             # torch's broadcasting: a (D,) decay is per source neuron (column), like any (D,)
             # tensor broadcast against (D, D)
-            decay = decay.expand(broadcast_shape(decay.shape, (num_neurons, num_neurons)))
+            target = broadcast_shape(decay.shape, (num_neurons, num_neurons))
+            if tuple(target[-2:]) != (num_neurons, num_neurons):
+                raise ValueError
+            decay = decay.expand(target)
             batch_shape = broadcast_shape(
                 baseline.shape[:-1], adjacency.shape[:-2], decay.shape[:-2]
             )
@@ -110,7 +119,7 @@ class HawkesProcess(PointProcess):
             )
         eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
         mean_rate = torch.linalg.solve(eye - adj, self.baseline.detach().unsqueeze(-1))
-        mean = float(mean_rate.sum((-1, -2)).max()) * duration
+        mean = reduce_or(mean_rate.sum((-1, -2)), "max", 0.0) * duration
         std = math.sqrt(mean) / (1.0 - radius)
         return int(math.ceil(mean + 8.0 * std + 10))
 
@@ -197,6 +206,7 @@ class HawkesProcess(PointProcess):
                                   decay=(self.decay, "positive"))
             mu = self.baseline.expand(shape + (d,)).reshape(-1, d)
             n = mu.shape[0]
+            self._check_room(n, mu)
             uniform = self._uniform_decay()
             table = self._jump_table(shape, n)
             offset = None
@@ -267,6 +277,10 @@ class HawkesProcess(PointProcess):
         counts += accepted.sum(-1)
         self._check_capacity(counts)
         running = bool((t <= self.duration).any())
+        # the candidates kept so far (float64 time, int64 label each) must fit in memory too
+        check_allocation(self._arg_names.get("capacity", "capacity"),
+                         2.0 * counts.numel() * num_candidates, torch.float64, t.device,
+                         f"the {num_candidates} thinning candidates per sequence")
         if running and num_candidates > max_candidates(self.capacity):
             raise ValueError(
                 f"thinning stopped after {num_candidates} candidates per sequence without "

@@ -167,6 +167,13 @@ class PointProcess(TorchDistribution):
                 f" pass a larger {name}"
             )
 
+    def _check_room(self, n, like):
+        """Raise before sampling when ``n`` realisations of ``capacity`` rows cannot fit in
+        memory (e.g. a default capacity derived from a huge rate)."""
+        check_allocation(self._arg_names.get("capacity", "capacity"),
+                         float(n) * self.capacity * (1 + self.num_neurons), like.dtype,
+                         like.device, f"{n} realisations of capacity={self.capacity} rows")
+
     # ------------------------------------------------------------------ subclass hooks
     def _row_terms(self, times, marks):
         """
@@ -324,9 +331,7 @@ class PointProcess(TorchDistribution):
         """
         n, k = cand_times.shape
         width = 1 + self.num_neurons
-        check_allocation(self._arg_names.get("capacity", "capacity"),
-                         float(n) * self.capacity * width, cand_times.dtype, cand_times.device,
-                         f"{n} realisations of capacity={self.capacity} rows")
+        self._check_room(n, cand_times)
         pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
         self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
         # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one

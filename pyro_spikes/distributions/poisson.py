@@ -2,10 +2,13 @@ import math
 
 import torch
 from pyro.distributions.util import broadcast_shape
-from torch.distributions import constraints
 
-from pyro_spikes.distributions._checks import check_sampling_params
-from pyro_spikes.distributions.constraints import nonnegative_finite
+from pyro_spikes.distributions._checks import (
+    check_num_neurons,
+    check_sampling_params,
+    reduce_or,
+)
+from pyro_spikes.distributions.constraints import independent, nonnegative_finite
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     check_duration,
@@ -44,12 +47,13 @@ class PoissonProcess(PointProcess):
         candidates of relaxed thinning come at this rate, independent of ``rate``).
     """
 
-    arg_constraints = {"rate": constraints.independent(nonnegative_finite, 1)}
+    arg_constraints = {"rate": independent(nonnegative_finite, 1)}
 
     def __init__(self, rate, duration, capacity=None, upper_bound=None, validate_args=None):
         rate = as_param(rate)
         if rate.dim() < 1:
             raise ValueError(f"rate must have shape (..., D), got {tuple(rate.shape)}")
+        check_num_neurons("rate", rate.shape)
         self.rate = rate
         duration = check_duration(duration)
         self.upper_bound = None
@@ -61,7 +65,7 @@ class PoissonProcess(PointProcess):
             if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
                 raise ValueError("rate must be nonnegative and finite")
             total = rate.detach().sum(-1) if upper_bound is None else self.upper_bound
-            capacity = _poisson_capacity(float(total.max()) * float(duration))
+            capacity = _poisson_capacity(reduce_or(total, "max", 0.0) * float(duration))
         super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args)
 
     def _params_like(self):

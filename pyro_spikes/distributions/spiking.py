@@ -4,7 +4,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pyro.distributions.util import broadcast_shape
-from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import (
     PointProcess,
@@ -16,8 +15,12 @@ from pyro_spikes.distributions.point_process import (
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions import kernels
-from pyro_spikes.distributions._checks import check_same_dtype, check_sampling_params
-from pyro_spikes.distributions.constraints import finite, positive_finite
+from pyro_spikes.distributions._checks import (
+    check_same_dtype,
+    check_sampling_params,
+    reduce_or,
+)
+from pyro_spikes.distributions.constraints import finite, independent, positive_finite
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.spikes import trim_padding, validate_events
 
@@ -124,9 +127,9 @@ class SpikingPointProcess(PointProcess):
     """
 
     arg_constraints = {
-        "bias": constraints.independent(finite, 1),
-        "weight": constraints.independent(finite, 3),
-        "time_constants": constraints.independent(positive_finite, 1),
+        "bias": independent(finite, 1),
+        "weight": independent(finite, 3),
+        "time_constants": independent(positive_finite, 1),
         "upper_bound": positive_finite,
     }
 
@@ -208,7 +211,7 @@ class SpikingPointProcess(PointProcess):
         if capacity is None:
             if not bool(((upper_bound > 0) & torch.isfinite(upper_bound)).all()):
                 raise ValueError("upper_bound must be positive and finite")
-            bound = float(upper_bound.detach().max()) * num_neurons
+            bound = reduce_or(upper_bound.detach(), "max", 0.0) * num_neurons
             capacity = _poisson_capacity(bound * float(duration))
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
 
@@ -250,7 +253,7 @@ class SpikingPointProcess(PointProcess):
     def _max_step(self):
         if self.max_step is not None:
             return self.max_step
-        return float(self.time_constants.detach().min())
+        return reduce_or(self.time_constants.detach(), "min", self.duration)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(SpikingPointProcess, _instance)
@@ -336,7 +339,8 @@ class SpikingPointProcess(PointProcess):
         bias, weight, rates, a = self._flat_params(shape)
         nodes, qweights = _gauss_legendre(self.quadrature_order, times)
         mark_sum, integral = kernels.spiking_terms(
-            times.reshape(n, -1), marks.reshape(n, -1, d), bias, weight, rates, a, nodes,
+            times.reshape(n, times.shape[-1]), marks.reshape(n, marks.shape[-2], d), bias,
+            weight, rates, a, nodes,
             qweights, _likelihood_sums_torch,
         )
         return (self._select(mark_sum.reshape(shape + (d,))),
