@@ -331,7 +331,12 @@ def exercise(process, names, cross_check, num_samples=2):
     if cross_check:
         fast, slow = both_paths(lambda: process.log_prob(x))
         close(fast, slow, lp.dtype, scale=1 + slow.abs().max())
+    # malformed values: a named error whatever validate_args says
+    for bad in (x[..., :-1], x[..., 0], x.tolist(), x.bool()):
+        assert named_call(names, process.log_prob, bad) is None, "malformed value accepted"
     t = torch.linspace(0, process.duration, 5, dtype=lp.dtype)
+    clash = t.expand((x.shape[0] + 1,) + x.shape[1:-2] + (5,))  # batch (3, ...) vs (2, ...)
+    assert named_call(names, process.intensity, x, clash) is None, "t of a clashing batch"
     lam = named_call(names, process.intensity, x, t)
     if lam is not None:
         finite(lam)

@@ -158,6 +158,29 @@ class PointProcess(TorchDistribution):
                 f"distribution's batch_shape {tuple(self.batch_shape)}"
             ) from None
 
+    def _check_value(self, value, name="value"):
+        """
+        The structure of a value, checked whatever ``validate_args`` says (O(1), unlike the
+        data checks of :meth:`_validate_sample`): a floating or integer tensor of shape
+        ``(..., rows, 1 + D)`` whose batch shape broadcasts with the distribution's.
+        """
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        if value.dim() < 2 or value.shape[-1] != 1 + self.num_neurons or value.shape[-2] < 1:
+            raise ValueError(
+                f"{name} must have shape (..., capacity, 1 + D) with D={self.num_neurons} and "
+                f"at least one row, got {tuple(value.shape)}"
+            )
+        try:
+            broadcast_shape(value.shape[:-2], self.batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"{name} batch shape {tuple(value.shape[:-2])} does not broadcast with the "
+                f"distribution's batch_shape {tuple(self.batch_shape)}"
+            ) from None
+
     def _check_capacity(self, counts):
         """Raise if any realisation needs more rows than ``capacity``."""
         if counts.numel() and int(counts.max()) > self.capacity:
@@ -230,6 +253,11 @@ class PointProcess(TorchDistribution):
             # NaN fails both comparisons
             if not bool(((query >= 0) & (query <= self.duration)).all()):
                 raise ValueError(f"t must lie in [0, duration={self.duration}] (no NaN)")
+            try:
+                batch = torch.Size(broadcast_shape(batch, query.shape[:-1]))
+            except ValueError:
+                raise ValueError(f"t of shape {tuple(query.shape)} does not broadcast with the "
+                                 f"batch shape {tuple(batch)} of events") from None
             pieces.append((query, None))
         pieces.append((events[..., 0], marks))
         if context is not None:
@@ -276,6 +304,7 @@ class PointProcess(TorchDistribution):
         return self._select(mark_term.sum(-2)), self._select(integral.sum(-2))
 
     def log_prob(self, value):
+        self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         mark_term, integral = self._terms(value)
@@ -287,6 +316,7 @@ class PointProcess(TorchDistribution):
         :math:`\\sum_i m_{i,d} \\log\\lambda_d(t_i^-) - \\int_0^T \\lambda_d`. Summing a subset
         of neurons gives the partial likelihood of those neurons given the whole history.
         """
+        self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         mark_term, integral = self._terms(value)
@@ -299,6 +329,7 @@ class PointProcess(TorchDistribution):
 
         :returns: tensor of shape ``batch + (n, D)``.
         """
+        self._check_value(events, "events")
         if self._validate_args:
             self._validate_sample(events)
         times, marks, _, query_pos = self._rows(events, query=t)
@@ -314,6 +345,7 @@ class PointProcess(TorchDistribution):
         :math:`\\Lambda_d` between consecutive spikes of neuron :math:`d` are i.i.d. Exp(1)
         (see :func:`pyro_spikes.diagnostics.rescaled_intervals`).
         """
+        self._check_value(events, "events")
         if self._validate_args:
             self._validate_sample(events)
         times, marks, event_pos, _ = self._rows(events)

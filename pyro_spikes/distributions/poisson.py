@@ -90,6 +90,7 @@ class PoissonProcess(PointProcess):
 
     def log_prob(self, value):
         # closed form, no need for the row machinery
+        self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         marks = value[..., 1:].to(self.rate)

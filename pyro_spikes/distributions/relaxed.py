@@ -140,6 +140,7 @@ class RelaxedPointProcess(TorchDistribution):
         return torch.cat([rows, pad], 1).reshape(stream.shape + self.event_shape)
 
     def log_prob(self, value):
+        self.process._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         proc = self.process
