@@ -58,6 +58,27 @@
 
 #define PTR(T, x) ((T *)(uintptr_t)(x))
 
+/*
+ * Argument checks of every entry point, before any memory is touched. The buffers themselves
+ * are checked (shape, dtype, contiguity) by the Python wrappers in kernels.py, which are the
+ * only callers; here the sizes, strides and enums that the loops index with are refused with a
+ * ValueError when they are negative, zero where the loop needs one entry (D = 0 would index
+ * row -1), or so large that a scratch size overflows.
+ */
+#define REQUIRE(cond, msg)                                  \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            PyErr_SetString(PyExc_ValueError, msg);         \
+            return NULL;                                    \
+        }                                                   \
+    } while (0)
+
+/* a * b (+ c) as size_t without overflow, or 0 on overflow (all operands >= 0) */
+static size_t mul_size(size_t a, size_t b) {
+    if (a && b > SIZE_MAX / a) return 0;
+    return a * b;
+}
+
 static PyObject *thinning_forward(PyObject *self, PyObject *args) {
     int is_double, mode;
     Py_ssize_t N, R, L, D, base_seq, base_row, weight_seq;
@@ -67,6 +88,13 @@ static PyObject *thinning_forward(PyObject *self, PyObject *args) {
                           &base_seq, &base_row, &decay, &weight, &weight_seq, &mask, &mode,
                           &draws, &inv_temp, &potentials, &marks, &probs))
         return NULL;
+    REQUIRE(N >= 0 && R >= 0 && L >= 0, "thinning_forward: N, R and L must be >= 0");
+    REQUIRE(D >= 1, "thinning_forward: D (neurons) must be >= 1");
+    REQUIRE(mode == MODE_EXACT || mode == MODE_RELAXED,
+            "thinning_forward: mode must be EXACT (0) or RELAXED (1)");
+    REQUIRE(base_seq >= 0 && base_row >= 0 && weight_seq >= 0,
+            "thinning_forward: strides must be >= 0");
+    REQUIRE(L < PY_SSIZE_T_MAX / 4 / D, "thinning_forward: L * D is too large");
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
@@ -91,6 +119,10 @@ static PyObject *relaxed_backward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "innnnKKnKKKKK", &is_double, &N, &R, &L, &D, &decay, &weight,
                           &weight_seq, &grad, &ys, &pc, &qc, &u_bar))
         return NULL;
+    REQUIRE(N >= 0 && R >= 0 && L >= 0, "relaxed_backward: N, R and L must be >= 0");
+    REQUIRE(D >= 1, "relaxed_backward: D (neurons) must be >= 1");
+    REQUIRE(weight_seq >= 0, "relaxed_backward: weight_seq must be >= 0");
+    REQUIRE(L < PY_SSIZE_T_MAX / 4 / D, "relaxed_backward: L * D is too large");
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
@@ -115,6 +147,11 @@ static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
                           &duration, &mu, &cmu, &neg_beta, &table, &table_seq, &state, &t_now,
                           &exps, &unifs, &times, &labels))
         return NULL;
+    REQUIRE(N >= 0 && C >= 0, "hawkes_chunk: N and C must be >= 0");
+    REQUIRE(D >= 1, "hawkes_chunk: D (neurons) must be >= 1");
+    REQUIRE(table_seq >= 0, "hawkes_chunk: table_seq must be >= 0");
+    REQUIRE(D < 46340, "hawkes_chunk: D * D is too large");
+    /* t_now and times are float64 for both dtypes: time accumulates in float64 */
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         hawkes_f64(N, C, D, uniform, duration, PTR(double, mu), PTR(double, cmu),
@@ -122,9 +159,9 @@ static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
                    PTR(double, t_now), PTR(double, exps), PTR(double, unifs),
                    PTR(double, times), PTR(int64_t, labels));
     else
-        hawkes_f32(N, C, D, uniform, (float)duration, PTR(float, mu), PTR(float, cmu),
+        hawkes_f32(N, C, D, uniform, duration, PTR(float, mu), PTR(float, cmu),
                    PTR(float, neg_beta), PTR(float, table), table_seq, PTR(float, state),
-                   PTR(float, t_now), PTR(float, exps), PTR(float, unifs), PTR(float, times),
+                   PTR(double, t_now), PTR(float, exps), PTR(float, unifs), PTR(double, times),
                    PTR(int64_t, labels));
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -137,6 +174,8 @@ static PyObject *scan_forward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "innnnKKKK", &is_double, &B, &G, &R, &F, &times, &x, &rates,
                           &h))
         return NULL;
+    REQUIRE(B >= 0 && G >= 0 && R >= 0 && F >= 0, "scan_forward: sizes must be >= 0");
+    if (R == 0) Py_RETURN_NONE; /* no rows: nothing to write */
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         scan_forward_f64(B, G, R, F, PTR(double, times), PTR(double, x), PTR(double, rates),
@@ -155,6 +194,13 @@ static PyObject *scan_backward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "innnnKKKKKKK", &is_double, &B, &G, &R, &F, &times, &rates, &h,
                           &gh, &gx, &gt, &grate))
         return NULL;
+    REQUIRE(B >= 0 && G >= 0 && R >= 0 && F >= 0, "scan_backward: sizes must be >= 0");
+    if (R == 0) { /* no rows: no time or input gradient, and a zero rate gradient */
+        if (mul_size((size_t)B, (size_t)G))
+            memset(PTR(char, grate), 0, (size_t)(B * G) * (is_double ? sizeof(double)
+                                                                       : sizeof(float)));
+        Py_RETURN_NONE;
+    }
     void *work = malloc((size_t)(F > 0 ? F : 1) * (is_double ? sizeof(double) : sizeof(float)));
     if (!work) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
@@ -180,6 +226,11 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
                           &marks, &bias, &bias_seq, &weight, &weight_seq, &rates, &rates_seq,
                           &upper, &upper_seq, &nodes, &qweights, &mark_sum, &integral))
         return NULL;
+    REQUIRE(N >= 0 && R >= 0 && L >= 0 && Q >= 0, "spiking_terms: N, R, L, Q must be >= 0");
+    REQUIRE(D >= 1, "spiking_terms: D (neurons) must be >= 1");
+    REQUIRE(bias_seq >= 0 && weight_seq >= 0 && rates_seq >= 0 && upper_seq >= 0,
+            "spiking_terms: strides must be >= 0");
+    REQUIRE(L < PY_SSIZE_T_MAX / 4 / (2 * D + 1), "spiking_terms: L * D is too large");
     size_t size = is_double ? sizeof(double) : sizeof(float);
     void *work = malloc((size_t)((2 * D + 1) * L + 1) * size);
     if (!work) return PyErr_NoMemory();
@@ -211,7 +262,15 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
                           &rates_seq, &upper, &upper_seq, &nodes, &qweights, &g_mark, &g_int,
                           &gt, &gm, &gb, &gw, &gr, &ga))
         return NULL;
+    REQUIRE(N >= 0 && R >= 0 && L >= 0 && Q >= 0,
+            "spiking_terms_backward: N, R, L, Q must be >= 0");
+    REQUIRE(D >= 1, "spiking_terms_backward: D (neurons) must be >= 1");
+    REQUIRE(bias_seq >= 0 && weight_seq >= 0 && rates_seq >= 0 && upper_seq >= 0,
+            "spiking_terms_backward: strides must be >= 0");
     size_t size = is_double ? sizeof(double) : sizeof(float);
+    size_t cells = mul_size(mul_size((size_t)R + 3, (size_t)L), (size_t)D);
+    REQUIRE((cells || L == 0) && cells < SIZE_MAX / 2 / size - (size_t)(2 * L + 1),
+            "spiking_terms_backward: R * L * D is too large");
     void *work = malloc((size_t)(R * L * D + 3 * L * D + 2 * L + 1) * size);
     if (!work) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
@@ -260,7 +319,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 6
+#define KERNELS_VERSION 7
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

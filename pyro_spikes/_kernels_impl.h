@@ -152,18 +152,19 @@ static int FN(backward)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D,
  * (D + 1, D) the jumps of row j. Table row D (rejection) is zero. The bound right after the
  * current time is the total intensity (it only decays until the next candidate); a candidate at
  * gap e / bound takes label = #{i : cum_i < u * bound} (D = rejected). Once a sequence is past
- * the duration the rest of its chunk is rejected candidates at its final time.
+ * the duration the rest of its chunk is rejected candidates at its final time. Times (t_now,
+ * times, duration) are float64 for both T, so long float32 runs neither stall nor drift.
  */
-static void FN(hawkes)(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform, T duration,
+static void FN(hawkes)(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform, double duration,
                        const T *mu, const T *cmu, const T *neg_beta, const T *table,
-                       Py_ssize_t table_seq, T *state, T *t_now, const T *exps, const T *unifs,
-                       T *times, int64_t *labels) {
+                       Py_ssize_t table_seq, T *state, double *t_now, const T *exps,
+                       const T *unifs, double *times, int64_t *labels) {
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *m = mu + n * D, *cm = cmu + n * D, *tab = table + n * table_seq;
         const T mu_sum = cm[D - 1];
         T *st = state + n * (uniform ? D : D * D);
         const T *nb = neg_beta + n * (uniform ? 1 : D * D);
-        T t = t_now[n];
+        double t = t_now[n]; /* time accumulates in float64 whatever T is */
         for (Py_ssize_t c = 0; c < C; c++) {
             const Py_ssize_t k = n * C + c;
             if (!(t <= duration)) { /* finished (or NaN) */
@@ -175,7 +176,7 @@ static void FN(hawkes)(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform, T 
             if (uniform) {
                 const T bound = st[D - 1] + mu_sum;
                 const T gap = exps[k] / bound;
-                t += gap;
+                t += (double)gap;
                 const T decay = EXP(gap * nb[0]);
                 const T level = unifs[k] * bound;
                 for (Py_ssize_t i = 0; i < D; i++) {
@@ -190,7 +191,7 @@ static void FN(hawkes)(Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, int uniform, T 
                 T bound = mu_sum;
                 for (Py_ssize_t q = 0; q < D * D; q++) bound += st[q];
                 const T gap = exps[k] / bound;
-                t += gap;
+                t += (double)gap;
                 for (Py_ssize_t q = 0; q < D * D; q++) st[q] *= EXP(gap * nb[q]);
                 const T level = unifs[k] * bound;
                 T cum = 0;

@@ -181,11 +181,26 @@ def select_neurons(events, neurons, duration):
     into padding (time ``duration``, zero mark) and moved to the end, order kept.
 
     :param torch.Tensor events: ``batch + (capacity, 1 + D)``.
-    :param neurons: indices of the neurons to keep.
+    :param neurons: distinct indices in ``[0, D)`` of the neurons to keep (else
+        :class:`ValueError`).
     :param float duration: the window :math:`T`.
     :returns: tensor ``batch + (capacity, 1 + len(neurons))``.
     """
-    idx = torch.as_tensor(neurons, dtype=torch.long, device=events.device).reshape(-1)
+    if not isinstance(events, torch.Tensor) or events.dim() < 2 or events.shape[-1] < 2:
+        got = tuple(events.shape) if isinstance(events, torch.Tensor) else type(events).__name__
+        raise ValueError(f"events must have shape (..., capacity, 1 + D) with D >= 1, got {got}")
+    num_neurons = events.shape[-1] - 1
+    try:
+        idx = torch.as_tensor(neurons, device=events.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"neurons must be a sequence of integer indices, got {neurons!r}") from None
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise TypeError(f"neurons must be integer indices, got dtype {idx.dtype}")
+    idx = idx.long()
+    if idx.numel() and bool(((idx < 0) | (idx >= num_neurons)).any()):
+        raise ValueError(f"neurons must be indices in [0, {num_neurons}), got {idx.tolist()}")
+    if idx.unique().numel() != idx.numel():
+        raise ValueError(f"neurons must not repeat, got {idx.tolist()}")
     marks = events[..., 1:].index_select(-1, idx)
     keep = (marks != 0).any(-1)
     times = torch.where(keep, events[..., 0], torch.full_like(events[..., 0], float(duration)))

@@ -1,9 +1,9 @@
-"""Constraints for spike-train values in the ``events`` layout."""
+"""Constraints for spike-train values in the ``events`` layout, and finite parameter constraints."""
 
 import torch
 from torch.distributions import constraints
 
-__all__ = ["spike_trains"]
+__all__ = ["finite", "independent", "nonnegative_finite", "positive_finite", "spike_trains"]
 
 
 class _SpikeTrains(constraints.Constraint):
@@ -41,3 +41,46 @@ class _SpikeTrains(constraints.Constraint):
 
 
 spike_trains = _SpikeTrains
+
+
+class _Finite(constraints.Constraint):
+    """Finite reals (torch's ``real`` lets infinities through)."""
+
+    def check(self, value):
+        return torch.isfinite(value)
+
+
+class _NonnegativeFinite(constraints.Constraint):
+    """Finite reals :math:`\\ge 0` (torch's ``nonnegative`` accepts :math:`+\\infty`)."""
+
+    def check(self, value):
+        return torch.isfinite(value) & (value >= 0)
+
+
+class _PositiveFinite(constraints.Constraint):
+    """Finite reals :math:`> 0` (torch's ``positive`` accepts :math:`+\\infty`, e.g. a decay
+    rate whose kernel would be a Dirac spike the sampler cannot represent)."""
+
+    def check(self, value):
+        return torch.isfinite(value) & (value > 0)
+
+
+finite = _Finite()
+nonnegative_finite = _NonnegativeFinite()
+positive_finite = _PositiveFinite()
+
+
+class _IndependentConstraint(constraints._IndependentConstraint):
+    """torch's ``independent`` whose check also works on empty tensors (a batch of size zero:
+    torch's reshapes them with ``-1`` and fails)."""
+
+    def check(self, value):
+        result = self.base_constraint.check(value)
+        n = self.reinterpreted_batch_ndims
+        if result.dim() < n:
+            raise ValueError(f"expected a tensor of at least {n} dimensions, got shape "
+                             f"{tuple(value.shape)}")
+        return result.all(tuple(range(-n, 0))) if n else result
+
+
+independent = _IndependentConstraint

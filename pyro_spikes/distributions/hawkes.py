@@ -2,9 +2,21 @@ import math
 
 import torch
 from pyro.distributions.util import broadcast_shape
-from torch.distributions import constraints
 
 from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions._checks import (
+    check_allocation,
+    check_num_neurons,
+    check_same_dtype,
+    check_sampling_params,
+    max_candidates,
+    reduce_or,
+)
+from pyro_spikes.distributions.constraints import (
+    independent,
+    nonnegative_finite,
+    positive_finite,
+)
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     as_param,
@@ -44,7 +56,9 @@ class HawkesProcess(PointProcess):
     :param torch.Tensor adjacency: :math:`\\alpha \\ge 0`, shape ``batch_shape + (D, D)``
         (row: receiving neuron, column: source neuron).
     :param decay: :math:`\\beta > 0`, a number or a tensor broadcastable to
-        ``batch_shape + (D, D)``.
+        ``batch_shape + (D, D)`` by torch's rules (so a ``(D,)`` tensor holds one decay per
+        source neuron, :math:`\\beta_{ij} = \\beta_j`; pass ``beta.unsqueeze(-1)`` for one per
+        receiving neuron).
     :param float duration: observation window :math:`T`.
     :param int capacity: rows of a realisation; by default the stationary mean count
         :math:`T\\,\\mathbf 1^\\top (I - \\alpha)^{-1} \\mu` plus eight standard deviations,
@@ -53,9 +67,9 @@ class HawkesProcess(PointProcess):
     """
 
     arg_constraints = {
-        "baseline": constraints.independent(constraints.nonnegative, 1),
-        "adjacency": constraints.independent(constraints.nonnegative, 2),
-        "decay": constraints.independent(constraints.positive, 2),
+        "baseline": independent(nonnegative_finite, 1),
+        "adjacency": independent(nonnegative_finite, 2),
+        "decay": independent(positive_finite, 2),
     }
 
     def __init__(self, baseline, adjacency, decay, duration, capacity=None, validate_args=None):
@@ -64,19 +78,23 @@ class HawkesProcess(PointProcess):
         decay = as_param(decay, baseline)
         if baseline.dim() < 1:
             raise ValueError(f"baseline must have shape (..., D), got {tuple(baseline.shape)}")
-        num_neurons = baseline.shape[-1]
+        num_neurons = check_num_neurons("baseline", baseline.shape)
         if adjacency.dim() < 2 or adjacency.shape[-2:] != (num_neurons, num_neurons):
             raise ValueError(
                 f"adjacency must have shape (..., D, D) with D={num_neurons}, "
                 f"got {tuple(adjacency.shape)}"
             )
-        if decay.dim() < 2:
-            decay = decay.reshape(decay.shape + (1,) * (2 - decay.dim()))
+        check_same_dtype(baseline=baseline, adjacency=adjacency, decay=decay)
         try:
+            # torch's broadcasting: a (D,) decay is per source neuron (column), like any (D,)
+            # tensor broadcast against (D, D)
+            target = broadcast_shape(decay.shape, (num_neurons, num_neurons))
+            if tuple(target[-2:]) != (num_neurons, num_neurons):
+                raise ValueError
+            decay = decay.expand(target)
             batch_shape = broadcast_shape(
                 baseline.shape[:-1], adjacency.shape[:-2], decay.shape[:-2]
             )
-            decay = decay.expand(decay.shape[:-2] + (num_neurons, num_neurons))
         except (ValueError, RuntimeError):
             raise ValueError(
                 f"baseline {tuple(baseline.shape)}, adjacency {tuple(adjacency.shape)} and decay "
@@ -100,7 +118,7 @@ class HawkesProcess(PointProcess):
             )
         eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
         mean_rate = torch.linalg.solve(eye - adj, self.baseline.detach().unsqueeze(-1))
-        mean = float(mean_rate.sum((-1, -2)).max()) * duration
+        mean = reduce_or(mean_rate.sum((-1, -2)), "max", 0.0) * duration
         std = math.sqrt(mean) / (1.0 - radius)
         return int(math.ceil(mean + 8.0 * std + 10))
 
@@ -181,8 +199,13 @@ class HawkesProcess(PointProcess):
         shape = self._extended_shape(sample_shape)[:-2]
         d = self.num_neurons
         with torch.no_grad():
+            # whatever validate_args says: a negative or infinite rate never lets time pass
+            check_sampling_params(baseline=(self.baseline, "nonnegative"),
+                                  adjacency=(self.adjacency, "nonnegative"),
+                                  decay=(self.decay, "positive"))
             mu = self.baseline.expand(shape + (d,)).reshape(-1, d)
             n = mu.shape[0]
+            self._check_room(n, mu)
             uniform = self._uniform_decay()
             table = self._jump_table(shape, n)
             offset = None
@@ -199,7 +222,7 @@ class HawkesProcess(PointProcess):
                 state = mu.new_zeros(n, d, d)  # state[n, j, i]: excitation of i by j
             if kernels.compiled_for(mu):
                 return self._sample_compiled(mu, cmu, neg_beta, table, state, shape)
-            t = mu.new_zeros(n, 1)
+            t = mu.new_zeros(n, 1, dtype=torch.float64)  # time accumulates in float64
             rows = torch.arange(n, device=mu.device)
             times, labels = [], []
             counts = torch.zeros(n, dtype=torch.long, device=mu.device)
@@ -230,33 +253,47 @@ class HawkesProcess(PointProcess):
                             state[rows, label.clamp(max=d - 1)] += table.index_select(0, index)
                         gaps.append(gap)
                         labels.append(label)
-                    # candidate times of the chunk: running sums of the gaps
+                    # candidate times of the chunk: running sums of the gaps, in float64
                     gaps[0] = gaps[0] + t
-                    chunk_times = torch.cat(gaps, -1).cumsum_(-1)
+                    chunk_times = torch.cat(gaps, -1).to(torch.float64).cumsum_(-1)
                     times.append(chunk_times)
                     t = chunk_times[:, -1:]
                     chunk_labels = torch.stack(labels[-len(gaps):], -1)
-                    if self._chunk_done(counts, chunk_times, chunk_labels, t):
+                    if self._chunk_done(counts, chunk_times, chunk_labels, t, len(labels)):
                         break
                     chunk = min(2 * chunk, 64)
                 # the O(N K) post-processing is a few passes: not worth threads either
                 return self._accepted(torch.cat(times, -1), torch.stack(labels, -1), shape)
 
-    def _chunk_done(self, counts, chunk_times, chunk_labels, t):
+    def _chunk_done(self, counts, chunk_times, chunk_labels, t, num_candidates):
         """
         Add a chunk's accepted candidates to ``counts`` (in place), raise as soon as a
         realisation overflows its capacity (an explosive process never ends), and say whether
-        every sequence is past :math:`T` (NaN counts as finished).
+        every sequence is past :math:`T` (NaN counts as finished). ``num_candidates`` (per
+        sequence so far) is held to a hard bound, so the loop ends whatever the parameters.
         """
         accepted = (chunk_labels < self.num_neurons) & (chunk_times <= self.duration)
         counts += accepted.sum(-1)
         self._check_capacity(counts)
-        return not bool((t <= self.duration).any())
+        running = bool((t <= self.duration).any())
+        # the candidates kept so far (float64 time, int64 label each) must fit in memory too
+        check_allocation(self._arg_names.get("capacity", "capacity"),
+                         2.0 * counts.numel() * num_candidates, torch.float64, t.device,
+                         f"the {num_candidates} thinning candidates per sequence")
+        if running and num_candidates > max_candidates(self.capacity):
+            raise ValueError(
+                f"thinning stopped after {num_candidates} candidates per sequence without "
+                f"reaching duration={self.duration}: baseline, adjacency and decay must be "
+                "nonnegative, nonnegative and positive finite numbers"
+            )
+        return not running
 
     def _accepted(self, times, labels, shape):
         """The events layout of the candidates with a label below ``D`` inside the window."""
         d = self.num_neurons
         accepted = (labels < d) & (times <= self.duration)
+        # float64 times, rounded once to the parameters' dtype
+        times = times.to(self.baseline.dtype)
         return self._compact(times, accepted, labels.clamp(max=d - 1), shape)
 
     def _sample_compiled(self, mu, cmu, neg_beta, table, state, shape):
@@ -264,7 +301,7 @@ class HawkesProcess(PointProcess):
         n = mu.shape[0]
         mu, cmu = mu.contiguous(), cmu.contiguous()
         neg_beta, table = neg_beta.contiguous(), table.contiguous()
-        t = mu.new_zeros(n)
+        t = mu.new_zeros(n, dtype=torch.float64)  # time accumulates in float64
         times, labels = [], []
         counts = torch.zeros(n, dtype=torch.long)
         # a first guess at the candidates per sequence: the baseline's count, doubled
@@ -280,7 +317,8 @@ class HawkesProcess(PointProcess):
             )
             times.append(chunk_times)
             labels.append(chunk_labels)
-            if self._chunk_done(counts, chunk_times, chunk_labels, t):
+            num_candidates = sum(x.shape[-1] for x in times)
+            if self._chunk_done(counts, chunk_times, chunk_labels, t, num_candidates):
                 break
             chunk = min(2 * chunk, most)
         return self._accepted(torch.cat(times, -1), torch.cat(labels, -1), shape)

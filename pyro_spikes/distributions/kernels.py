@@ -27,6 +27,7 @@ not match the source's ``VERSION`` is ignored with a warning.
 import concurrent.futures
 import contextlib
 import contextvars
+import math
 import os
 import warnings
 
@@ -37,7 +38,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 6
+VERSION = 7
 
 
 def _checked(module):
@@ -108,10 +109,65 @@ def compiled_for(like):
     )
 
 
+# Every entry point below checks all of its buffers (type, dtype, device, shape) and sizes
+# before any memory is touched: the compiled functions take raw pointers and trust them (they
+# refuse only negative or zero sizes and bad enums themselves).
+
+def _check_tensor(name, x, ndim=None):
+    """``x`` must be a floating-point tensor (of ``ndim`` dimensions, an int or a tuple)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if ndim is not None and x.dim() not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+
+
 def _check_float(name, x, like):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype != like.dtype or x.device != like.device:
         raise ValueError(f"{name} must have dtype {like.dtype} on {like.device}, got "
                          f"{x.dtype} on {x.device}")
+
+
+def _check_positive(**sizes):
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _check_scan(times, inputs, rates):
+    """
+    Shapes of :func:`~pyro_spikes.distributions.exp_decay_scan`: ``times`` ``batch + (R,)``,
+    ``inputs`` ``batch + (G, R, F)``, ``rates`` broadcastable to ``batch + (G,)``, one dtype
+    and device; returns the broadcast batch shape.
+    """
+    _check_tensor("times", times)
+    _check_tensor("inputs", inputs)
+    _check_tensor("rates", rates)
+    if times.dim() < 1 or inputs.dim() < 3 or rates.dim() < 1:
+        raise ValueError(
+            "exp_decay_scan needs times (..., R), inputs (..., G, R, F) and rates (..., G), got "
+            f"{tuple(times.shape)}, {tuple(inputs.shape)} and {tuple(rates.shape)}"
+        )
+    if times.shape[-1] != inputs.shape[-2]:
+        raise ValueError(f"times has {times.shape[-1]} rows but inputs has {inputs.shape[-2]} "
+                         f"(inputs must be (..., G, R, F), got {tuple(inputs.shape)})")
+    if rates.shape[-1] not in (1, inputs.shape[-3]):
+        raise ValueError(f"rates must have shape (..., G) with G={inputs.shape[-3]}, got "
+                         f"{tuple(rates.shape)}")
+    for name, x in (("inputs", inputs), ("rates", rates)):
+        if x.dtype != times.dtype or x.device != times.device:
+            raise TypeError(f"{name} has dtype {x.dtype} on {x.device} but times has "
+                            f"{times.dtype} on {times.device}")
+    try:
+        return torch.Size(broadcast_shape(times.shape[:-1], inputs.shape[:-3], rates.shape[:-1]))
+    except ValueError:
+        raise ValueError(
+            f"times {tuple(times.shape)}, inputs {tuple(inputs.shape)} and rates "
+            f"{tuple(rates.shape)} have batch shapes that do not broadcast"
+        ) from None
 
 
 def _check_shape(name, x, *shapes):
@@ -175,8 +231,15 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
         ``None`` in exact mode).
     """
     with torch.no_grad():
+        _check_tensor("decay", decay, 3)
+        _check_tensor("weight", weight, (3, 4))
+        if mode not in (EXACT, RELAXED):
+            raise ValueError(f"mode must be kernels.EXACT or kernels.RELAXED, got {mode!r}")
         n, num_rows, num_basis = decay.shape
         d = weight.shape[-1]
+        _check_positive(**{"weight.shape[-1] (neurons)": d})
+        if mode == RELAXED and not (math.isfinite(float(inv_temp)) and float(inv_temp) > 0):
+            raise ValueError(f"inv_temp must be positive and finite, got {inv_temp}")
         for name, x in (("base", base), ("weight", weight), ("mask", mask), ("draws", draws)):
             _check_float(name, x, decay)
         _check_shape("base", base, (n, d), (n, num_rows, d))
@@ -264,8 +327,11 @@ def relaxed_adjoint(decay, weight, grad, y_spike, p_coef, q_coef):
     :returns: :math:`\\bar u` of shape ``(N, R, D)``.
     """
     with torch.no_grad():
+        _check_tensor("decay", decay, 3)
+        _check_tensor("weight", weight, (3, 4))
         n, num_rows, num_basis = decay.shape
         d = weight.shape[-1]
+        _check_positive(**{"weight.shape[-1] (neurons)": d})
         for name, x in (("weight", weight), ("grad", grad), ("y_spike", y_spike),
                         ("p_coef", p_coef), ("q_coef", q_coef)):
             _check_float(name, x, decay)
@@ -317,19 +383,45 @@ def hawkes_chunk(mu, cmu, neg_beta, table, state, t, exps, unifs, duration):
     in place. A sequence past ``duration`` fills the rest of its chunk with rejected candidates.
 
     :param exps: ``(N, C)`` Exp(1) draws; ``unifs``: ``(N, C)`` uniform draws.
-    :returns: candidate times ``(N, C)`` and labels ``(N, C)`` (``D`` = rejected).
+    :param t: ``(N,)`` float64 whatever the dtype of the parameters: times accumulate in
+        float64, so a long float32 run neither stalls (a gap below the spacing of float32
+        numbers) nor drifts.
+    :returns: candidate times ``(N, C)`` (float64) and labels ``(N, C)`` (``D`` = rejected).
     """
+    _check_tensor("mu", mu, 2)
     if not compiled_for(mu):
         raise RuntimeError("hawkes_chunk needs the compiled loops and a CPU float tensor")
+    _check_tensor("exps", exps, 2)
+    _check_tensor("state", state, (2, 3))
     n, num = exps.shape
     d = mu.shape[-1]
+    _check_positive(**{"mu.shape[-1] (neurons)": d})
     uniform = state.dim() == 2
     for name, x in (("cmu", cmu), ("neg_beta", neg_beta), ("table", table), ("state", state),
-                    ("t", t), ("exps", exps), ("unifs", unifs)):
+                    ("exps", exps), ("unifs", unifs)):
         _check_float(name, x, mu)
+    _check_tensor("t", t)
+    if t.dtype != torch.float64 or t.device != mu.device:
+        raise ValueError(f"t must be float64 (times accumulate in float64) on {mu.device}, got "
+                         f"{t.dtype} on {t.device}")
+    for name, x in (("mu", mu), ("cmu", cmu), ("neg_beta", neg_beta), ("table", table),
+                    ("state", state), ("t", t), ("exps", exps), ("unifs", unifs)):
         if not x.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
-    times = mu.new_empty(n, num)
+    _check_shape("mu", mu, (n, d))
+    _check_shape("cmu", cmu, (n, d))
+    _check_shape("unifs", unifs, (n, num))
+    _check_shape("t", t, (n,))
+    if uniform:
+        _check_shape("neg_beta", neg_beta, (n, 1))
+        _check_shape("state", state, (n, d))
+    else:
+        _check_shape("neg_beta", neg_beta, (n, d, d))
+        _check_shape("state", state, (n, d, d))
+    _check_shape("table", table, (d + 1, d), (n * (d + 1), d))
+    if not math.isfinite(float(duration)):
+        raise ValueError(f"duration must be finite, got {duration}")
+    times = mu.new_empty(n, num, dtype=torch.float64)
     labels = torch.empty(n, num, dtype=torch.long)
     shared_table = table.shape[0] == d + 1
 
@@ -404,6 +496,10 @@ class _CompiledScan(torch.autograd.Function):
 def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
     """The compiled :func:`~pyro_spikes.distributions.exp_decay_scan` (CPU float tensors of one
     dtype); ``torch_scan`` is the PyTorch implementation used for higher derivatives."""
+    _check_scan(times, inputs, rates)
+    if not compiled_for(inputs):
+        raise RuntimeError("exp_decay_scan_compiled needs the compiled loops and a CPU float "
+                           "tensor")
     return _CompiledScan.apply(times, inputs, rates, torch_scan)
 
 
@@ -422,11 +518,20 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
         ``upper_bound``: ``(N,)``.
     :returns: ``(mark_sum, integral)``, each ``(N, D)``.
     """
+    _check_tensor("times", times, 2)
     if not compiled_for(times):
         raise RuntimeError("spiking_terms needs the compiled loops and a CPU float tensor")
+    _check_tensor("marks", marks, 3)
+    _check_tensor("weight", weight, (3, 4))
+    _check_tensor("nodes", nodes, 1)
+    _check_tensor("qweights", qweights, 1)
     n, num_rows = times.shape
     d = marks.shape[-1]
     num_basis = weight.shape[-3]
+    _check_positive(**{"marks.shape[-1] (neurons)": d, "nodes.numel()": nodes.numel()})
+    if qweights.shape != nodes.shape:
+        raise ValueError(f"qweights must have the shape of nodes {tuple(nodes.shape)}, got "
+                         f"{tuple(qweights.shape)}")
     for name, x in (("marks", marks), ("bias", bias), ("weight", weight), ("rates", rates),
                     ("upper_bound", upper_bound), ("nodes", nodes), ("qweights", qweights)):
         _check_float(name, x, times)

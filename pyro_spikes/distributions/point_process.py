@@ -9,6 +9,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 
+from pyro_spikes.distributions._checks import check_allocation
 from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.distributions.unavailable import NoMoments
 from pyro_spikes.spikes import trim_padding, validate_events
@@ -36,16 +37,21 @@ def check_duration(duration):
     return duration
 
 
-def uniform_order_statistics(counts, width, duration, like):
+def uniform_order_statistics(counts, width, duration, like, name="rate"):
     """
     For each row ``n``, ``counts[n]`` sorted i.i.d. Uniform(0, T) times in the first columns of
     a ``(N, width)`` tensor (the rest hold ``T``), and the mask of those columns: the event
-    times of a homogeneous Poisson process given its count.
+    times of a homogeneous Poisson process given its count. The uniforms are drawn in float64
+    and rounded once to ``like``'s dtype (float32 uniforms are multiples of :math:`2^{-24}`,
+    which would put many of a long train's events at the same time). A width that cannot fit in
+    memory raises a :class:`ValueError` naming ``name``.
     """
+    check_allocation(name, float(counts.numel()) * width * 3, torch.float64, like.device,
+                     f"the {width} event times per sequence implied by {name} * duration")
     valid = torch.arange(width, device=like.device) < counts.unsqueeze(-1)
-    times = torch.rand(valid.shape, dtype=like.dtype, device=like.device) * duration
+    times = torch.rand(valid.shape, dtype=torch.float64, device=like.device) * duration
     times = torch.where(valid, times, torch.full_like(times, duration)).sort(-1).values
-    return times, valid
+    return times.to(like.dtype), valid
 
 
 class Stream:
@@ -161,12 +167,18 @@ class PointProcess(NoMoments, TorchDistribution):
         computed when first needed).
     """
 
+    #: the names the caller knows the arguments by, for error messages (e.g. a model that
+    #: passes its ``hidden_capacity`` as ``capacity``: ``{"capacity": "hidden_capacity"}``)
+    _arg_names = {}
+
     def __init__(self, batch_shape, num_neurons, duration, capacity=None, validate_args=None):
         duration = check_duration(duration)
         if capacity is not None:
             capacity = int(capacity)
             if capacity < 1:
                 raise ValueError(f"capacity must be a positive integer, got {capacity}")
+        if int(num_neurons) < 1:
+            raise ValueError(f"the process needs at least one neuron (D >= 1), got D={num_neurons}")
         self.duration = duration
         self.num_neurons = int(num_neurons)
         self._capacity = capacity
@@ -223,15 +235,45 @@ class PointProcess(NoMoments, TorchDistribution):
                 f"distribution's batch_shape {tuple(self.batch_shape)}"
             ) from None
 
+    def _check_value(self, value, name="value"):
+        """
+        The structure of a value, checked whatever ``validate_args`` says (O(1), unlike the
+        data checks of :meth:`_validate_sample`): a floating or integer tensor of shape
+        ``(..., rows, 1 + D)`` whose batch shape broadcasts with the distribution's.
+        """
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        if value.dim() < 2 or value.shape[-1] != 1 + self.num_neurons or value.shape[-2] < 1:
+            raise ValueError(
+                f"{name} must have shape (..., capacity, 1 + D) with D={self.num_neurons} and "
+                f"at least one row, got {tuple(value.shape)}"
+            )
+        try:
+            broadcast_shape(value.shape[:-2], self.batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"{name} batch shape {tuple(value.shape[:-2])} does not broadcast with the "
+                f"distribution's batch_shape {tuple(self.batch_shape)}"
+            ) from None
+
     def _check_capacity(self, counts):
         """Raise if any realisation needs more rows than ``capacity``."""
         if counts.numel() and int(counts.max()) > self.capacity:
+            name = self._arg_names.get("capacity", "capacity")
             raise ValueError(
-                f"capacity={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
-                " pass a larger capacity to the distribution (or, for Predictive, run it under a"
-                " larger pyro_spikes.distributions.default_capacity(n))"
+                f"{name}={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
+                f" pass a larger {name} (or, for Predictive, run it under a larger"
+                " pyro_spikes.distributions.default_capacity(n))"
             )
 
+    def _check_room(self, n, like):
+        """Raise before sampling when ``n`` realisations of ``capacity`` rows cannot fit in
+        memory (e.g. a default capacity derived from a huge rate)."""
+        check_allocation(self._arg_names.get("capacity", "capacity"),
+                         float(n) * self.capacity * (1 + self.num_neurons), like.dtype,
+                         like.device, f"{n} realisations of capacity={self.capacity} rows")
     def rsample(self, sample_shape=torch.Size()):
         raise NotImplementedError(
             f"{type(self).__name__}.rsample: samples of a point process are not "
@@ -301,8 +343,16 @@ class PointProcess(NoMoments, TorchDistribution):
         pieces = []
         if query is not None:
             query = torch.as_tensor(query, dtype=ref.dtype, device=ref.device)
-            if bool((query < 0).any()) or bool((query > self.duration).any()):
-                raise ValueError(f"t must lie in [0, duration={self.duration}]")
+            if query.dim() < 1:
+                raise ValueError(f"t must have shape (n,) or batch + (n,), got a scalar")
+            # NaN fails both comparisons
+            if not bool(((query >= 0) & (query <= self.duration)).all()):
+                raise ValueError(f"t must lie in [0, duration={self.duration}] (no NaN)")
+            try:
+                batch = torch.Size(broadcast_shape(batch, query.shape[:-1]))
+            except ValueError:
+                raise ValueError(f"t of shape {tuple(query.shape)} does not broadcast with the "
+                                 f"batch shape {tuple(batch)} of events") from None
             pieces.append((query, None))
         pieces.append((events[..., 0], marks))
         if context is not None:
@@ -312,7 +362,14 @@ class PointProcess(NoMoments, TorchDistribution):
             batch = torch.Size(broadcast_shape(batch, breakpoints.shape[:-1]))
             pieces.append((breakpoints, None))
         step = self._max_step() if grid else None
-        num_grid = 1 if step is None else max(1, int(math.ceil(self.duration / step)))
+        if step is not None and not (math.isfinite(step) and step > 0):
+            raise ValueError(f"{self._arg_names.get('max_step', 'max_step')} must give a "
+                             f"positive finite quadrature step, got {step}")
+        num_grid = 1 if step is None else max(1, math.ceil(self.duration / step))
+        # the grid rows of every realisation, with their marks: refuse before allocating
+        check_allocation(self._arg_names.get("max_step", "max_step"),
+                         float(batch.numel()) * num_grid * (1 + num_marks), ref.dtype, ref.device,
+                         f"a quadrature grid of duration / max_step = {num_grid:.3g} rows")
         grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)
         pieces.append((grid, None))
         times = torch.cat([t.expand(batch + t.shape[-1:]) for t, _ in pieces], -1)
@@ -346,6 +403,7 @@ class PointProcess(NoMoments, TorchDistribution):
         return self._select(mark_term.sum(-2)), self._select(integral.sum(-2))
 
     def log_prob(self, value):
+        self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         mark_term, integral = self._terms(value)
@@ -357,6 +415,7 @@ class PointProcess(NoMoments, TorchDistribution):
         :math:`\\sum_i m_{i,d} \\log\\lambda_d(t_i^-) - \\int_0^T \\lambda_d`. Summing a subset
         of neurons gives the partial likelihood of those neurons given the whole history.
         """
+        self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         mark_term, integral = self._terms(value)
@@ -369,6 +428,7 @@ class PointProcess(NoMoments, TorchDistribution):
 
         :returns: tensor of shape ``batch + (n, D)``.
         """
+        self._check_value(events, "events")
         if self._validate_args:
             self._validate_sample(events)
         times, marks, _, query_pos = self._rows(events, query=t)
@@ -384,6 +444,7 @@ class PointProcess(NoMoments, TorchDistribution):
         :math:`\\Lambda_d` between consecutive spikes of neuron :math:`d` are i.i.d. Exp(1)
         (see :func:`pyro_spikes.diagnostics.rescaled_intervals`).
         """
+        self._check_value(events, "events")
         if self._validate_args:
             self._validate_sample(events)
         times, marks, event_pos, _ = self._rows(events)
@@ -401,6 +462,7 @@ class PointProcess(NoMoments, TorchDistribution):
         """
         n, k = cand_times.shape
         width = 1 + self.num_neurons
+        self._check_room(n, cand_times)
         pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
         self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
         # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one

@@ -2,8 +2,13 @@ import math
 
 import torch
 from pyro.distributions.util import broadcast_shape
-from torch.distributions import constraints
 
+from pyro_spikes.distributions._checks import (
+    check_num_neurons,
+    check_sampling_params,
+    reduce_or,
+)
+from pyro_spikes.distributions.constraints import independent, nonnegative_finite
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     check_duration,
@@ -42,12 +47,13 @@ class PoissonProcess(PointProcess):
         candidates of relaxed thinning come at this rate, independent of ``rate``).
     """
 
-    arg_constraints = {"rate": constraints.independent(constraints.nonnegative, 1)}
+    arg_constraints = {"rate": independent(nonnegative_finite, 1)}
 
     def __init__(self, rate, duration, capacity=None, upper_bound=None, validate_args=None):
         rate = as_param(rate)
         if rate.dim() < 1:
             raise ValueError(f"rate must have shape (..., D), got {tuple(rate.shape)}")
+        check_num_neurons("rate", rate.shape)
         self.rate = rate
         duration = check_duration(duration)
         self.upper_bound = None
@@ -62,7 +68,7 @@ class PoissonProcess(PointProcess):
         if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
             raise ValueError("rate must be nonnegative and finite")
         total = rate.sum(-1) if self.upper_bound is None else self.upper_bound
-        return _poisson_capacity(float(total.max()) * self.duration)
+        return _poisson_capacity(reduce_or(total, "max", 0.0) * self.duration)
 
     def _params_like(self):
         return self.rate
@@ -86,6 +92,7 @@ class PoissonProcess(PointProcess):
 
     def log_prob(self, value):
         # closed form, no need for the row machinery
+        self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         marks = value[..., 1:].to(self.rate)
@@ -96,13 +103,14 @@ class PoissonProcess(PointProcess):
     def sample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)[:-2]
         with torch.no_grad():
+            check_sampling_params(rate=(self.rate, "nonnegative"))  # whatever validate_args says
             rate = self.rate.expand(shape + (self.num_neurons,)).reshape(-1, self.num_neurons)
             total = rate.sum(-1)
             counts = torch.poisson(total * self.duration)
             self._check_capacity(counts)
             k = max(int(counts.max()) if counts.numel() else 0, 1)
             n = rate.shape[0]
-            times, accepted = uniform_order_statistics(counts, k, self.duration, rate)
+            times, accepted = uniform_order_statistics(counts, k, self.duration, rate, "rate")
             probs = rate / total.clamp(min=torch.finfo(rate.dtype).tiny).unsqueeze(-1)
             probs = torch.where(total.unsqueeze(-1) > 0, probs, torch.ones_like(probs))
             labels = torch.multinomial(probs, k, replacement=True)
@@ -134,10 +142,12 @@ class PoissonProcess(PointProcess):
         shape = self._extended_shape(sample_shape)[:-2]
         n = shape.numel()
         bound = self.thinning_bound().expand(shape).reshape(n)
+        check_sampling_params(rate=(self.rate, "nonnegative"), upper_bound=(bound, "nonnegative"))
         counts = torch.poisson(bound * self.duration)
         self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
-        cand, valid = uniform_order_statistics(counts, k, self.duration, self.rate.detach())
+        cand, valid = uniform_order_statistics(counts, k, self.duration, self.rate.detach(),
+                                               "upper_bound")
         return Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
 
     def _relaxed_marks(self, stream, gumbel, temperature):

@@ -93,8 +93,9 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
         )
         if self.temperature.dim() != 0:
             raise ValueError("temperature must be a scalar")
-        if not float(self.temperature) > 0:
-            raise ValueError(f"temperature must be positive, got {float(self.temperature)}")
+        if not (math.isfinite(float(self.temperature)) and float(self.temperature) > 0):
+            raise ValueError(f"temperature must be positive and finite, got "
+                             f"{float(self.temperature)}")
         self.duration = process.duration
         self.num_neurons = process.num_neurons
         self.capacity = process.capacity
@@ -141,6 +142,7 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
         return torch.cat([rows, pad], 1).reshape(stream.shape + self.event_shape)
 
     def log_prob(self, value):
+        self.process._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
         proc = self.process

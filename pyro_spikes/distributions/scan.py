@@ -68,6 +68,7 @@ def exp_decay_scan(times, inputs, rates, block_size=None):
     :returns: :math:`h(t_i^-) = \\sum_{j<i} e^{-r_g (t_i - t_j)} x_{g,j}` of shape
         ``batch + (G, R, F)``.
     """
+    kernels._check_scan(times, inputs, rates)
     if (
         block_size is None
         and kernels.compiled_for(inputs)

@@ -4,7 +4,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pyro.distributions.util import broadcast_shape
-from torch.distributions import constraints
 
 from pyro_spikes.distributions.point_process import (
     PointProcess,
@@ -16,6 +15,12 @@ from pyro_spikes.distributions.point_process import (
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions._checks import (
+    check_same_dtype,
+    check_sampling_params,
+    reduce_or,
+)
+from pyro_spikes.distributions.constraints import finite, independent, positive_finite
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.stimulus import Stimulus, history_drive
 from pyro_spikes.spikes import trim_padding, validate_events
@@ -144,18 +149,24 @@ class SpikingPointProcess(PointProcess):
 
     With a stimulus or a history the log-likelihood runs on the PyTorch path (the compiled
     likelihood loop has no drive term).
+    :param dict arg_names: the names a caller knows some arguments by, used in error messages
+        (e.g. ``{"context": "observed", "capacity": "hidden_capacity"}`` for a model that passes
+        its data as ``context``).
     """
 
     arg_constraints = {
-        "bias": constraints.independent(constraints.real, 1),
-        "weight": constraints.independent(constraints.real, 3),
-        "time_constants": constraints.independent(constraints.positive, 1),
-        "upper_bound": constraints.positive,
+        "bias": independent(finite, 1),
+        "weight": independent(finite, 3),
+        "time_constants": independent(positive_finite, 1),
+        "upper_bound": positive_finite,
     }
 
     def __init__(self, bias, weight, time_constants, duration, upper_bound=5.0, capacity=None,
                  quadrature_order=8, max_step=None, neurons=None, context=None,
-                 stimulus=None, history=None, validate_args=None):
+                 stimulus=None, history=None, validate_args=None, arg_names=None):
+        self._arg_names = {"max_step": "max_step" if max_step is not None else
+                           "time_constants (max_step defaults to min(time_constants))",
+                           **(arg_names or {})}
         bias = as_param(bias)
         duration = check_duration(duration)
         weight = as_param(weight, bias)
@@ -169,6 +180,14 @@ class SpikingPointProcess(PointProcess):
                 f"time_constants must have shape (..., L), got {tuple(time_constants.shape)}"
             )
         num_basis = time_constants.shape[-1]
+        if num_network < 1 or num_basis < 1:
+            raise ValueError(
+                f"bias must name at least one neuron (D >= 1) and time_constants at least one "
+                f"basis function (L >= 1), got bias {tuple(bias.shape)} and time_constants "
+                f"{tuple(time_constants.shape)}"
+            )
+        check_same_dtype(bias=bias, weight=weight, time_constants=time_constants,
+                         upper_bound=upper_bound)
         if weight.dim() < 3 or weight.shape[-3:] != (num_basis, num_network, num_network):
             raise ValueError(
                 f"weight must have shape (..., L, D, D) with L={num_basis}, D={num_network}, "
@@ -177,17 +196,18 @@ class SpikingPointProcess(PointProcess):
         neurons, others = self._neuron_sets(neurons, num_network, bias.device)
         num_neurons = neurons.numel()
         if context is not None:
+            ctx_name = self._arg_names.get("context", "context")
             if neurons.numel() == num_network:
-                raise ValueError("context needs neurons: a strict subset of the network")
+                raise ValueError(f"{ctx_name} needs neurons: a strict subset of the network")
             context = as_param(context, bias).to(dtype=bias.dtype, device=bias.device)
             validate = validate_args
             if validate is None:
                 validate = torch.distributions.Distribution._validate_args
             if validate:
-                validate_events(context, duration, others.numel(), relaxed=True, name="context")
+                validate_events(context, duration, others.numel(), relaxed=True, name=ctx_name)
             elif context.dim() < 2 or context.shape[-1] != 1 + others.numel():
                 raise ValueError(
-                    f"context must have shape (..., capacity, {1 + others.numel()}), "
+                    f"{ctx_name} must have shape (..., capacity, {1 + others.numel()}), "
                     f"got {tuple(context.shape)}"
                 )
             context = trim_padding(context, duration)  # trailing padding drives nothing
@@ -207,8 +227,8 @@ class SpikingPointProcess(PointProcess):
             ) from None
         if int(quadrature_order) < 1:
             raise ValueError(f"quadrature_order must be >= 1, got {quadrature_order}")
-        if max_step is not None and not float(max_step) > 0:
-            raise ValueError(f"max_step must be positive, got {max_step}")
+        if max_step is not None and not (math.isfinite(float(max_step)) and float(max_step) > 0):
+            raise ValueError(f"max_step must be positive and finite, got {max_step}")
         self.bias, self.weight = bias, weight
         self.time_constants, self.upper_bound = time_constants, upper_bound
         self.num_basis = num_basis
@@ -226,7 +246,8 @@ class SpikingPointProcess(PointProcess):
         upper_bound = self.upper_bound.detach()
         if not bool(((upper_bound > 0) & torch.isfinite(upper_bound)).all()):
             raise ValueError("upper_bound must be positive and finite")
-        return _poisson_capacity(float(upper_bound.max()) * self.num_neurons * self.duration)
+        return _poisson_capacity(reduce_or(upper_bound, "max", 0.0) * self.num_neurons
+                                 * self.duration)
 
     @staticmethod
     def _check_drive(stimulus, history, num_network, bias):
@@ -346,7 +367,7 @@ class SpikingPointProcess(PointProcess):
     def _max_step(self):
         if self.max_step is not None:
             return self.max_step
-        step = float(self.time_constants.detach().min())
+        step = reduce_or(self.time_constants.detach(), "min", self.duration)
         if self.stimulus is not None:  # the filtered stimulus varies on its own time scale
             step = min(step, self.stimulus.time_scale())
         return step
@@ -370,6 +391,7 @@ class SpikingPointProcess(PointProcess):
         new.quadrature_order = self.quadrature_order
         new.max_step = self.max_step
         new.stimulus, new.history = self.stimulus, self.history
+        new._arg_names = self._arg_names
         PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self._capacity,
                               validate_args=False)
         new._validate_args = self._validate_args
@@ -440,7 +462,8 @@ class SpikingPointProcess(PointProcess):
         bias, weight, rates, a = self._flat_params(shape)
         nodes, qweights = _gauss_legendre(self.quadrature_order, times)
         mark_sum, integral = kernels.spiking_terms(
-            times.reshape(n, -1), marks.reshape(n, -1, d), bias, weight, rates, a, nodes,
+            times.reshape(n, times.shape[-1]), marks.reshape(n, marks.shape[-2], d), bias,
+            weight, rates, a, nodes,
             qweights, _likelihood_sums_torch,
         )
         return (self._select(mark_sum.reshape(shape + (d,))),
@@ -468,10 +491,15 @@ class SpikingPointProcess(PointProcess):
 
     def _candidates(self, n, bound, like):
         """Homogeneous Poisson candidates at rate ``bound`` (shape ``(N,)``) on [0, T]."""
+        # the loop's parameters, whatever validate_args says (invalid ones would give NaN
+        # potentials or an unbounded candidate count)
+        check_sampling_params(upper_bound=(self.upper_bound, "positive"),
+                              time_constants=(self.time_constants, "positive"),
+                              bias=(self.bias, "finite"), weight=(self.weight, "finite"))
         counts = torch.poisson(bound * self.duration)
         self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
-        return uniform_order_statistics(counts, k, self.duration, like)
+        return uniform_order_statistics(counts, k, self.duration, like, name="upper_bound")
 
     def _stream(self, sample_shape):
         """

@@ -13,6 +13,7 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
+from pyro_spikes.distributions._checks import check_allocation, check_finite
 from pyro_spikes.distributions.point_process import check_duration
 from pyro_spikes.distributions.unavailable import NoMoments
 
@@ -279,6 +280,8 @@ class StochasticLIF(NoMoments, TorchDistribution):
         shape = torch.Size(sample_shape) + self.batch_shape
         D = self.num_neurons
         ref = self.input_current
+        check_allocation("dt", float(shape.numel()) * self.num_steps * D, ref.dtype, ref.device,
+                         f"Brownian increments on duration / dt = {self.num_steps} steps")
         h = torch.tensor(self.step_sizes(), dtype=ref.dtype, device=ref.device)
         eps = torch.randn(shape + (self.num_steps, D), generator=generator, dtype=ref.dtype, device=ref.device)
         noise = {"brownian": eps * h.sqrt().unsqueeze(-1)}
@@ -297,14 +300,21 @@ class StochasticLIF(NoMoments, TorchDistribution):
         if not isinstance(bm, torch.Tensor) or bm.shape != want:
             got = tuple(bm.shape) if isinstance(bm, torch.Tensor) else type(bm).__name__
             raise ValueError(f"noise['brownian'] must have shape {tuple(want)}, got {got}")
+        if bm.dtype != self.input_current.dtype or bm.device != self.input_current.device:
+            raise TypeError(f"noise['brownian'] must have dtype {self.input_current.dtype} on "
+                            f"{self.input_current.device}, got {bm.dtype} on {bm.device}")
+        check_finite("noise['brownian']", bm)
         expo = None
         if self.escape_noise:
             expo = noise.get("exponential")
             if not isinstance(expo, torch.Tensor) or expo.dim() != len(shape) + 2 or expo.shape[:-2] != shape or expo.shape[-1] != D:
                 got = tuple(expo.shape) if isinstance(expo, torch.Tensor) else type(expo).__name__
                 raise ValueError(f"noise['exponential'] must have shape {tuple(shape)} + (P, {D}), got {got}")
-            if bool((expo <= 0).any()):
-                raise ValueError("noise['exponential'] must be positive Exp(1) draws")
+            if expo.dtype != bm.dtype or expo.device != bm.device:
+                raise TypeError(f"noise['exponential'] must have dtype {bm.dtype} on "
+                                f"{bm.device}, got {expo.dtype} on {expo.device}")
+            if not bool((torch.isfinite(expo) & (expo > 0)).all()):
+                raise ValueError("noise['exponential'] must be positive finite Exp(1) draws")
         return bm, expo
 
     # ------------------------------------------------------------------ sampling
