@@ -80,8 +80,9 @@ class RelaxedPointProcess(TorchDistribution):
     :meth:`log_prob` evaluates the concrete densities from them: exact in float32 too, where
     :math:`\\log y` recomputed from :math:`y` loses the marks below the dtype's ``tiny`` and
     the no-spike weight :math:`1 - \\sum_d y_{k,d}` below its ``eps`` (a copy or a value from
-    elsewhere is evaluated from :math:`y`, see :func:`concrete_log_density`). As :math:`\\tau \\to 0` the marks become
-    one-hot and the accepted candidates are an exact thinning sample of the wrapped process.
+    elsewhere is evaluated from :math:`y`, see :func:`concrete_log_density`). As
+    :math:`\\tau \\to 0` the marks become one-hot and the accepted candidates are an exact
+    thinning sample of the wrapped process.
 
     :param process: a :class:`~pyro_spikes.distributions.SpikingPointProcess` (possibly a
         subnetwork with context; bound :math:`a |\\mathcal D|`), or a
