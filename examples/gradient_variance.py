@@ -157,8 +157,8 @@ def main(args):
                                   / results[seed]["pathwise"]["std"][0],) + tuple(
             float(v) for v in interval(ratio[torch.isfinite(ratio)]))
 
-    print(f"\nELBO gradient at the initial parameters ({args.init}): {args.num_steps} draws per estimator "
-          f"and seed ({args.num_sequences} sequences, T = {args.duration:g}); estimate "
+    print(f"\nELBO gradient at the initial parameters ({args.init}): {args.num_steps} draws "
+          f"per estimator and seed ({args.num_sequences} sequences, T = {args.duration:g}); estimate "
           f"[95% bootstrap interval, {args.num_bootstrap} resamples]")
     for stat in ("std", "robust std", "tail share"):
         print(f"\n{stat}" + (" (mean over parameter entries)" if "std" in stat else
