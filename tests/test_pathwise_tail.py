@@ -39,6 +39,7 @@ def pinned_noise(seed):
 
 def start(dtype, num_sequences, duration, guide_type="separate", weight_fn=None):
     """Data of the network of seed 43, model (and separate guide) at the start of seed 4."""
+    pyro.clear_param_store()  # a fresh store: the networks of one dtype share their names
     pyro.set_rng_seed(0)
     observed, _ = kajino_ground_truth(43, duration=duration).simulate(num_sequences)
     init = kajino_ground_truth(4, duration=duration)
@@ -97,7 +98,7 @@ def tail_share(norms, factor=10.0):
 
 @pytest.mark.slow
 def test_tail_statistic_float32_float64_and_its_cause():
-    # 100 draws, 10 sequences, T = 50 (about 2 minutes; the set-up of
+    # 100 draws, 10 sequences, T = 50 (2-10 minutes; the set-up of
     # benchmarks/pathwise_tail.py --num-draws 100): the share of gradient norms above 10x the
     # median is the same in float32 and float64 on the same noise, and the tail vanishes
     # without excitatory hidden->hidden weights or at temperature 1
