@@ -18,16 +18,18 @@ def _run(script, *args):
 
 
 def test_gradient_variance(tmp_path):
-    out = _run("examples/gradient_variance.py", "--num-steps", 2, "--num-sequences", 1,
-               "--duration", 5, "--out", tmp_path)
-    assert "**all parameters**" in out and "REINFORCE / path-wise std ratio" in out
+    out = _run("examples/gradient_variance.py", "--num-steps", 4, "--num-sequences", 1,
+               "--duration", 5, "--seeds", "0,1", "--num-bootstrap", 20, "--init", "kajino",
+               "--out", tmp_path)
+    assert "robust std" in out and "tail share" in out and "| 1 |" in out
+    assert "REINFORCE / path-wise std ratio" in out and "seed 1:" in out
     assert (tmp_path / "gradient_variance.png").stat().st_size > 0
 
 
-def test_gradient_variance_needs_two_repeats(tmp_path):
+def test_gradient_variance_needs_four_repeats(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples/gradient_variance.py"),
-                           "--num-steps", "1", "--out", str(tmp_path)],
+                           "--num-steps", "3", "--out", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "--num-steps" in proc.stderr
 

@@ -13,7 +13,7 @@ from pyro_spikes.spikes import select_neurons, trim_padding, validate_events
 __all__ = ["RelaxedPointProcess", "concrete_log_density"]
 
 
-def concrete_log_density(y, log_probs, temperature):
+def concrete_log_density(y, log_probs, temperature, log_y=None):
     """
     Log density of the concrete (Gumbel-softmax) distribution (Maddison, Mnih & Teh, 2017;
     Jang, Gu & Poole, 2017) on the simplex of :math:`n` categories, with respect to the Lebesgue
@@ -25,14 +25,22 @@ def concrete_log_density(y, log_probs, temperature):
             + \\sum_i \\left(\\log\\pi_i - (\\tau + 1)\\log y_i\\right)
             - n \\log \\sum_i \\pi_i y_i^{-\\tau}.
 
-    :param y: points of the simplex, shape ``(..., n)``.
+    The density needs only :math:`\\log y`. A concrete sample's small coordinates are
+    :math:`e^{-\\Delta/\\tau}` for a logit margin :math:`\\Delta`: below the dtype's
+    ``tiny`` they underflow (in float32 already for :math:`\\Delta > 26` at :math:`\\tau = 0.3`),
+    and a last coordinate :math:`1 - \\sum_{i<n} y_i` below the dtype's ``eps`` is lost to
+    cancellation, so pass ``log_y`` when it is known (e.g. a log-softmax of the logits).
+
+    :param y: points of the simplex, shape ``(..., n)`` (ignored where ``log_y`` is given; may
+        then be ``None``).
     :param log_probs: :math:`\\log \\pi`, shape ``(..., n)`` (normalised).
     :param temperature: :math:`\\tau > 0`.
+    :param log_y: optional :math:`\\log y`, shape ``(..., n)``.
     """
-    n = y.shape[-1]
-    tiny = torch.finfo(y.dtype).tiny
-    log_y = torch.log(y.clamp(min=tiny))
-    temperature = torch.as_tensor(temperature, dtype=y.dtype, device=y.device)
+    if log_y is None:
+        log_y = torch.log(y.clamp(min=torch.finfo(y.dtype).tiny))
+    n = log_y.shape[-1]
+    temperature = torch.as_tensor(temperature, dtype=log_y.dtype, device=log_y.device)
     return (
         math.lgamma(n)
         + (n - 1) * torch.log(temperature)
@@ -68,8 +76,14 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
         \\log q(J) = N \\log \\bar\\lambda - \\bar\\lambda T
             + \\sum_{k=1}^{N} \\log \\mathrm{Concrete}(y_k;\\ \\pi_k, \\tau),
 
-    so that :math:`\\log q` in an ELBO is correct. As :math:`\\tau \\to 0` the marks become
-    one-hot and the accepted candidates are an exact thinning sample of the wrapped process.
+    so that :math:`\\log q` in an ELBO is correct. A value returned by :meth:`rsample` carries
+    its log marks (the log-softmax of the logits, in the attribute ``_relaxed_log_marks``), and
+    :meth:`log_prob` evaluates the concrete densities from them: exact in float32 too, where
+    :math:`\\log y` recomputed from :math:`y` loses the marks below the dtype's ``tiny`` and
+    the no-spike weight :math:`1 - \\sum_d y_{k,d}` below its ``eps`` (a copy or a value from
+    elsewhere is evaluated from :math:`y`, see :func:`concrete_log_density`). As
+    :math:`\\tau \\to 0` the marks become one-hot and the accepted candidates are an exact
+    thinning sample of the wrapped process.
 
     :param process: a :class:`~pyro_spikes.distributions.SpikingPointProcess` (possibly a
         subnetwork with context; bound :math:`a |\\mathcal D|`), or a
@@ -139,7 +153,18 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
         rows = torch.cat([stream.cand.unsqueeze(-1), marks], -1)
         pad = rows.new_zeros(rows.shape[0], self.capacity - rows.shape[1], rows.shape[2])
         pad[..., 0] = self.duration
-        return torch.cat([rows, pad], 1).reshape(stream.shape + self.event_shape)
+        value = torch.cat([rows, pad], 1).reshape(stream.shape + self.event_shape)
+        # The log marks, log-softmax of the logits (log pi_k + g_k) / tau with log pi_k from the
+        # history of the soft marks (the loop's fixed point, so the same total derivative), for
+        # log_prob: log y computed from y loses the marks below the dtype's tiny and the
+        # no-spike weight 1 - sum(y) below its eps (float32: tens of nats per sequence).
+        gumbel = torch.cat([gumbel, gumbel.new_zeros(pad.shape[:2] + gumbel.shape[-1:])], 1)
+        logits = (proc.candidate_log_probs(value)
+                  + gumbel.reshape(stream.shape + gumbel.shape[1:])) / self.temperature
+        log_marks = torch.log_softmax(logits, -1)
+        value._relaxed_log_marks = torch.where(
+            (value[..., :1] < self.duration), log_marks, torch.zeros_like(log_marks))
+        return value
 
     def log_prob(self, value):
         self.process._check_value(value)
@@ -147,15 +172,22 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
             self._validate_sample(value)
         proc = self.process
         ref = proc._params_like()
+        log_y = getattr(value, "_relaxed_log_marks", None)
         value = trim_padding(value.to(dtype=ref.dtype, device=ref.device), self.duration)
+        if log_y is not None:
+            log_y = log_y[..., :value.shape[-2], :].to(dtype=ref.dtype, device=ref.device)
+            if log_y.shape[:-1] != value.shape[:-1] or log_y.shape[-1] != value.shape[-1]:
+                log_y = None
         is_cand = value[..., 0] < self.duration
         bound = proc.thinning_bound()
         count = is_cand.sum(-1).to(ref.dtype)
         log_candidates = count * torch.log(bound) - bound * self.duration
         marks = value[..., 1:]
-        y = torch.cat([marks, (1 - marks.sum(-1, keepdim=True)).clamp(min=0)], -1)
+        y = None
+        if log_y is None:  # a value from elsewhere: log y from y (see concrete_log_density)
+            y = torch.cat([marks, (1 - marks.sum(-1, keepdim=True)).clamp(min=0)], -1)
         log_probs = proc.candidate_log_probs(value)
-        log_marks = concrete_log_density(y, log_probs, self.temperature)
+        log_marks = concrete_log_density(y, log_probs, self.temperature, log_y=log_y)
         log_marks = torch.where(is_cand, log_marks, torch.zeros_like(log_marks))
         return log_candidates + log_marks.sum(-1)
 
