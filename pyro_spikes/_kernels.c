@@ -234,6 +234,62 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- signature kernel (Goursat PDE solver and its adjoint): see _sigkernel_impl.h ---- */
+/* double only: float32 inputs are solved in double precision (the scheme adds O(eps k) of
+   rounding per cell and the errors add up over the M x N cells) */
+#define T double
+#define SUF f64
+#include "_sigkernel_impl.h"
+#undef T
+#undef SUF
+
+/* sizes are validated by pyro_spikes/distributions/sigkernel.py; refuse what cannot index */
+static int sk_sizes_ok(Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t m, Py_ssize_t M, Py_ssize_t N,
+                       Py_ssize_t d, int lam, int zmode) {
+    if (a0 < 0 || a1 < a0 || m < 1 || M < 1 || N < 1 || lam < 0 || lam > 16 ||
+        (!zmode && d < 1)) {
+        PyErr_SetString(PyExc_ValueError, "sigkernel: invalid sizes");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *sigkernel_forward(PyObject *self, PyObject *args) {
+    int lam;
+    Py_ssize_t a0, a1, m, M, N, d;
+    unsigned long long dx, dy, z, out;
+    if (!PyArg_ParseTuple(args, "nnnnnniKKKK", &a0, &a1, &m, &M, &N, &d, &lam, &dx, &dy, &z,
+                          &out))
+        return NULL;
+    if (!sk_sizes_ok(a0, a1, m, M, N, d, lam, z != 0)) return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = sigkernel_forward_f64(a0, a1, m, M, N, d, lam, PTR(double, dx), PTR(double, dy),
+                                   PTR(double, z), PTR(double, out));
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *sigkernel_backward(PyObject *self, PyObject *args) {
+    int lam;
+    Py_ssize_t a0, a1, m, M, N, d;
+    unsigned long long dx, dy, z, gout, gdx, gdy, gz;
+    if (!PyArg_ParseTuple(args, "nnnnnniKKKKKKK", &a0, &a1, &m, &M, &N, &d, &lam, &dx, &dy, &z,
+                          &gout, &gdx, &gdy, &gz))
+        return NULL;
+    if (!sk_sizes_ok(a0, a1, m, M, N, d, lam, z != 0)) return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = sigkernel_backward_f64(a0, a1, m, M, N, d, lam, PTR(double, dx), PTR(double, dy),
+                                    PTR(double, z), PTR(double, gout), PTR(double, gdx),
+                                    PTR(double, gdy), PTR(double, gz));
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+/* ---- end of the signature-kernel section ---- */
+
 static PyMethodDef methods[] = {
     {"thinning_forward", thinning_forward, METH_VARARGS,
      "Sequential thinning loop (exact or relaxed marks) over contiguous CPU buffers."},
@@ -249,6 +305,10 @@ static PyMethodDef methods[] = {
      "Vector-Jacobian product of spiking_terms."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
      "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
+    {"sigkernel_forward", sigkernel_forward, METH_VARARGS,
+     "Signature-kernel Goursat PDE solver over x-paths [a0, a1), float64 (linear or given z)."},
+    {"sigkernel_backward", sigkernel_backward, METH_VARARGS,
+     "Adjoint (reverse) sweep of sigkernel_forward: gradients of the path increments."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -264,7 +324,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "VERSION", KERNELS_VERSION)) {
+    if (m && (PyModule_AddIntConstant(m, "VERSION", KERNELS_VERSION) ||
+              PyModule_AddIntConstant(m, "SIGKERNEL_VERSION", 1))) {
         Py_DECREF(m);
         return NULL;
     }
