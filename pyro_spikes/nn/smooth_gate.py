@@ -106,6 +106,8 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyro_spikes.distributions import kernels as _kernels
+
 __all__ = ["SmoothGateSNN", "SmoothGateTrajectory", "crossings_to_events", "gate_integral"]
 
 _NEURONS = ("qif", "lif")
@@ -292,6 +294,50 @@ def _qif_step(u, current, h):
     delta = torch.atan2(p_new, q_new) - theta
     delta = delta - 2 * math.pi * torch.round(delta / (2 * math.pi)).detach()
     return u + delta / math.pi + n_full
+
+
+def _fused_lif_module(like):
+    """The compiled extension if it runs the fused LIF step for tensors like ``like``."""
+    module = _kernels._compiled
+    if getattr(module, "SMOOTH_GATE_VERSION", None) != 1 or not _kernels.compiled_for(like):
+        return None
+    return module
+
+
+class _FusedLifStep(torch.autograd.Function):
+    """
+    One smooth-gate LIF step ``(u, s, current) -> (u', s', G(u'))`` as a single compiled
+    elementwise pass, with its hand-written vector-Jacobian product (also one pass): the same
+    arithmetic as the PyTorch step (:meth:`SmoothGateSNN._step` and the gate), without a dozen
+    elementwise operations and their autograd nodes per step.
+    """
+
+    @staticmethod
+    def forward(ctx, u, s, current, consts, module):
+        u, s, current = u.contiguous(), s.contiguous(), current.contiguous()
+        u_new, s_new, G_new = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
+        module.smooth_gate_lif_step(int(u.dtype == torch.float64), 0, u.numel(), consts,
+                                    u.data_ptr(), s.data_ptr(), current.data_ptr(),
+                                    u_new.data_ptr(), s_new.data_ptr(), G_new.data_ptr(), 0, 0)
+        ctx.save_for_backward(u, u_new)
+        ctx.consts, ctx.module = consts, module
+        return u_new, s_new, G_new
+
+    @staticmethod
+    def backward(ctx, gu_new, gs_new, gG_new):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused smooth-gate step has no second derivatives; run the "
+                               "network inside pyro_spikes.distributions.kernels."
+                               "compiled_loops(False) for higher derivatives")
+        u, u_new = ctx.saved_tensors
+        grads = [g.contiguous() if g is not None else torch.zeros_like(u)
+                 for g in (gu_new, gs_new, gG_new)]
+        gu, gs, gc = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
+        ctx.module.smooth_gate_lif_step(int(u.dtype == torch.float64), 1, u.numel(), ctx.consts,
+                                        u.data_ptr(), u_new.data_ptr(),
+                                        *(g.data_ptr() for g in grads),
+                                        gu.data_ptr(), gs.data_ptr(), gc.data_ptr())
+        return gu, gs, gc, None, None
 
 
 def _check_positive(name, value, allow_zero=False):
@@ -528,19 +574,33 @@ class SmoothGateSNN(PyroModule):
             u, s = u.to(dtype), s.to(dtype)
         width = self.gate_width
         decay = math.exp(-dt / self.tau_syn)
-        drive = inputs @ W_in.T + b  # (batch, steps, N), all input currents at once
+        # (batch, steps, N), all input currents at once; unbound once (one backward node for all
+        # steps, where drive[:, n] would scatter a full-size zero tensor per step)
+        drive = (inputs @ W_in.T + b).unbind(1)
         u0 = u
-        G, r = self._gate(u, width)
         us, ss, Gs = [], [], []
-        for n in range(steps):
-            current = drive[:, n] + s @ W_rec.T
-            u = self._step(u, G, r, current, dt)
-            G_new, r = self._gate(u, width)
-            s = decay * s + (G_new - G) / self.tau_syn
-            G = G_new
-            us.append(u)
-            ss.append(s)
-            Gs.append(G)
+        module = _fused_lif_module(u) if self.neuron == "lif" and width > 0 else None
+        if module is not None:  # compiled CPU step (same arithmetic, one pass each way)
+            consts = (self.threshold, self._period, 1.0 / width, 1.0 / self.tau_mem,
+                      1.0 / self.tau_syn, self.spike_drive, dt, decay)
+            u, s, W_rec_t = u.contiguous(), s.contiguous(), W_rec.T
+            for n in range(steps):
+                current = torch.addmm(drive[n], s, W_rec_t)
+                u, s, G = _FusedLifStep.apply(u, s, current, consts, module)
+                us.append(u)
+                ss.append(s)
+                Gs.append(G)
+        else:
+            G, r = self._gate(u, width)
+            for n in range(steps):
+                current = drive[n] + s @ W_rec.T
+                u = self._step(u, G, r, current, dt)
+                G_new, r = self._gate(u, width)
+                s = decay * s + (G_new - G) / self.tau_syn
+                G = G_new
+                us.append(u)
+                ss.append(s)
+                Gs.append(G)
         s_all = torch.stack(ss, dim=1)
         outputs = s_all @ W_out.T + b_out
         if not bool(torch.isfinite(outputs).all()):
