@@ -52,8 +52,10 @@ static void SGFN(sg_step_backward)(Py_ssize_t n, const SGFN(sg_consts) *c, const
         T phi, dphi, phi1, dphi1;
         (void)SGFN(sg_gate)(c, u[e], &phi, &dphi);
         (void)SGFN(sg_gate)(c, u_new[e], &phi1, &dphi1);
+        /* gu_new, gG_new may be NULL (no gradient: zero) */
         const T gsn = gs_new[e] * c->inv_tau_s; /* the gradient of G(u') - G(u) */
-        const T gun = gu_new[e] + (gG_new[e] + gsn) * phi1 * c->inv_width;
+        const T gun = (gu_new ? gu_new[e] : 0) + ((gG_new ? gG_new[e] : 0) + gsn) * phi1 *
+                                                      c->inv_width;
         const T Gu = phi * c->inv_width;
         const T dudu = 1 + c->dt * ((c->period * Gu - 1) * c->inv_tau_m +
                                     c->drive * dphi * c->inv_width);

@@ -405,7 +405,7 @@ def test_bernoulli_likelihood_gradients_flow():
     assert net.recurrent_weight.grad.abs().sum() > 0
 
 
-# ------------------------------------------------------------- the compiled (fused) LIF step
+# ------------------------------------------------------------- the compiled (fused) LIF loop
 def _fused_available():
     from pyro_spikes.nn.smooth_gate import _fused_lif_module
 
@@ -418,7 +418,7 @@ needs_fused = pytest.mark.skipif(not _fused_available(), reason="compiled loops 
 @needs_fused
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("gate_width", [0.5, 0.05])
-def test_fused_lif_step_matches_pytorch_step(dtype, tol, gate_width):
+def test_fused_lif_loop_matches_pytorch_step(dtype, tol, gate_width):
     # outputs, trajectories and all parameter / initial-state gradients of the compiled step
     # against the PyTorch step (the same arithmetic), with spikes in the run
     from pyro_spikes.distributions.kernels import compiled_loops
@@ -444,15 +444,18 @@ def test_fused_lif_step_matches_pytorch_step(dtype, tol, gate_width):
 
 
 @needs_fused
-def test_fused_lif_step_gradcheck():
-    from pyro_spikes.nn.smooth_gate import _FusedLifStep, _fused_lif_module
+def test_fused_lif_loop_gradcheck():
+    from pyro_spikes.nn.smooth_gate import _FusedLifLoop, _fused_lif_module
 
     module = _fused_lif_module(torch.zeros(1, dtype=torch.float64))
     g = torch.Generator().manual_seed(5)
-    # states below, inside and above the first zones (theta = 1, P = 1.2, width 0.2)
-    u = torch.linspace(-0.5, 3.5, 24, dtype=torch.float64).reshape(4, 6) + 0.01
-    s = torch.rand(4, 6, generator=g, dtype=torch.float64)
-    current = 2 * torch.rand(4, 6, generator=g, dtype=torch.float64)
+    # initial states below, inside and above the first zones (theta = 1, P = 1.2, width 0.2)
+    u0 = torch.linspace(-0.5, 3.5, 12, dtype=torch.float64).reshape(2, 6) + 0.01
+    s0 = torch.rand(2, 6, generator=g, dtype=torch.float64)
+    drive = 2 * torch.rand(5, 2, 6, generator=g, dtype=torch.float64)
+    W = 0.5 * torch.randn(6, 6, generator=g, dtype=torch.float64)
     consts = (1.0, 1.2, 1 / 0.2, 1 / 10.0, 1 / 5.0, 0.5, 0.05, math.exp(-0.05 / 5.0))
-    inputs = tuple(t.requires_grad_() for t in (u, s, current))
-    assert torch.autograd.gradcheck(lambda *a: _FusedLifStep.apply(*a, consts, module), inputs)
+    inputs = tuple(t.requires_grad_() for t in (drive, W, u0, s0))
+    assert torch.autograd.gradcheck(lambda *a: _FusedLifLoop.apply(*a, consts, module), inputs)
+    # only some outputs used (the others' gradients arrive as None)
+    assert torch.autograd.gradcheck(lambda *a: _FusedLifLoop.apply(*a, consts, module)[1], inputs)
