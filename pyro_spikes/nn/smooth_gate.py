@@ -92,6 +92,14 @@ exactly unit charge even when a narrow zone is crossed within one step. ``output
 readout at time :math:`(n + 1)\\, dt` and the input ``inputs[:, n]`` is held over
 :math:`[n\\, dt, (n + 1)\\, dt)`.
 
+On the CPU (float32/float64, with ``pyro_spikes._kernels`` built and
+:func:`~pyro_spikes.distributions.kernels.compiled_loops` on) the LIF recurrence with
+``gate_width > 0`` runs as one autograd function: the elementwise step is one compiled pass
+each way (the same arithmetic as the PyTorch step; its backward is the hand-written
+vector-Jacobian product, swept in reverse), and the recurrent-weight gradient is one matrix
+product after the sweep. It has no second derivatives (run inside ``compiled_loops(False)`` for
+those); elsewhere (``qif``, the hard gate, other devices) the step runs as PyTorch operations.
+
 Spike times (for rasters and plots) are the times at which :math:`u` crosses the middle of an
 active zone upwards (where :math:`G = k + \\tfrac12`), linearly interpolated within a step.
 """
@@ -310,7 +318,7 @@ class _FusedLifLoop(torch.autograd.Function):
     ``(u_{n+1}, s_{n+1}, G(u_{n+1})) = step(u_n, s_n, current_n)`` over all steps, with the step
     as one compiled elementwise pass each way (the same arithmetic as the PyTorch step,
     :meth:`SmoothGateSNN._step` and the gate) and a hand-written reverse sweep: no autograd
-    node per step, and the recurrent-weight gradient :math:`\sum_n g_n^T s_n` as one matrix
+    node per step, and the recurrent-weight gradient :math:`\\sum_n g_n^T s_n` as one matrix
     product after the sweep. Inputs: ``drive`` ``(steps, batch, N)``, ``W_rec``, ``u0``, ``s0``;
     outputs ``(steps, batch, N)`` each: states, synaptic currents, gate integrals.
     """
