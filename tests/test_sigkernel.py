@@ -248,3 +248,14 @@ def test_pysiglib_cross_check(static_kernel):
     theirs.sum().backward()
     assert torch.allclose(xa.grad, xb.grad, rtol=1e-8, atol=1e-12)
     assert torch.allclose(ya.grad, yb.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_signature_mmd_float32_on_realistic_trains():
+    # the case of issue 13: 2 neurons, 10 s at 5 Hz (~100 spikes per train) gave NaN in float32
+    # and 1e75 in float64 with unit jumps; with the default scaling it is finite and O(1)
+    X, Y = _trains(4, 5.0, 10.0, 5), _trains(4, 6.0, 10.0, 6)
+    m64 = signature_mmd(X, Y, 10.0)
+    m32 = signature_mmd(X.float(), Y.float(), 10.0)
+    assert torch.isfinite(m32) and m32.dtype == torch.float32
+    assert abs(m64.item()) < 10
+    assert m32.item() == pytest.approx(m64.item(), abs=1e-4)
