@@ -11,7 +11,8 @@ setup(
         Extension(
             "pyro_spikes._kernels",
             sources=["pyro_spikes/_kernels.c"],
-            depends=["pyro_spikes/_kernels_impl.h"],
+            depends=["pyro_spikes/_kernels_impl.h", "pyro_spikes/_sigkernel_impl.h",
+                     "pyro_spikes/_smooth_gate_impl.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

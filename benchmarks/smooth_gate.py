@@ -18,8 +18,15 @@ gradients differ: exact gradients of a smoothed network against a surrogate grad
 is a benchmark peer only: install it beside pyro_spikes (``pip install snntorch``); without it
 the script prints our figures alone.
 
-Run with ``PYTHONPATH=. python benchmarks/smooth_gate.py [--quick]``. Timings are the median
-of ``--repeats`` steps after one warm-up, with ``torch.set_num_threads(--threads)``.
+On the CPU our LIF step runs as one compiled elementwise pass each way (the fused step of
+:mod:`pyro_spikes.nn.smooth_gate`); ``--pytorch-step`` times the PyTorch step as well. Both
+networks take their per-step input currents from one ``unbind`` (slicing ``drive[:, n]`` per
+step would make the backward quadratic in the number of steps, for either library).
+
+Run with ``PYTHONPATH=. python benchmarks/smooth_gate.py [--quick]``, with
+``torch.set_num_threads(--threads)``. Ours and the peer alternate within each of ``--repeats``
+rounds (after one warm-up each), so both see the same machine load; the table gives the median
+times and the median of the per-round ratios.
 """
 
 import argparse
@@ -37,6 +44,7 @@ try:
 except ImportError:  # run from a checkout without PYTHONPATH
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pyro_spikes.distributions.kernels import compiled_loops  # noqa: E402
 from pyro_spikes.nn import SmoothGateSNN  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
@@ -47,17 +55,20 @@ except ImportError:
     snntorch = None
 
 
-def median_step(step, repeats):
-    step()  # warm-up
-    times = []
+def interleaved(steps, repeats):
+    """Per-round seconds of each callable in ``steps``, alternating within each round."""
+    for step in steps:
+        step()  # warm-up
+    times = [[] for _ in steps]
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, ts in zip(steps, times):
+            start = time.perf_counter()
+            step()
+            ts.append(time.perf_counter() - start)
+    return times
 
 
-def ours(batch, inputs, hidden, outputs, steps, seed, tau_mem=10.0):
+def ours(batch, inputs, hidden, outputs, steps, seed, tau_mem=10.0, compiled=True):
     torch.manual_seed(seed)
     net = SmoothGateSNN(inputs, hidden, outputs, gate_width=0.5, neuron="lif", tau_mem=tau_mem,
                         tau_syn=5.0, input_scale=3.0)
@@ -66,7 +77,8 @@ def ours(batch, inputs, hidden, outputs, steps, seed, tau_mem=10.0):
 
     def step():
         net.zero_grad()
-        out = net(x, dt)
+        with compiled_loops(compiled):
+            out = net(x, dt)
         out.pow(2).mean().backward()
 
     return step
@@ -83,10 +95,10 @@ class SnnTorchNet(torch.nn.Module):
 
     def forward(self, x):
         spk, mem = self.lif.init_rleaky()
-        drive = self.fc_in(x)
+        drive = self.fc_in(x).unbind(1)  # one backward node (drive[:, n] costs O(steps) each)
         outs = []
         for n in range(x.shape[1]):
-            spk, mem = self.lif(drive[:, n], spk, mem)
+            spk, mem = self.lif(drive[n], spk, mem)
             outs.append(self.fc_out(spk))
         return torch.stack(outs, 1)
 
@@ -111,22 +123,41 @@ def main(args):
           f"Python {platform.python_version()}, torch {torch.__version__}, snntorch "
           f"{snntorch.__version__ if snntorch else 'missing'}; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"float32, {args.inputs} inputs, {args.outputs} outputs, median of {args.repeats}")
+    print(f"float32, {args.inputs} inputs, {args.outputs} outputs, {args.repeats} interleaved "
+          "rounds, medians")
     print()
-    print("| batch | neurons | steps | ours s/step | snnTorch s/step | ours / snnTorch |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    head = "| batch | neurons | steps | ours s/step | snnTorch s/step | ours / snnTorch |"
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if args.pytorch_step:
+        head += " ours, PyTorch step s/step | PyTorch step / snnTorch |"
+        rule += "---:|---:|"
+    print(head)
+    print(rule)
     rows = []
     for batch, hidden, steps in sizes:
-        t_ours = median_step(ours(batch, args.inputs, hidden, args.outputs, steps, args.seed),
-                             args.repeats)
-        t_peer = None
+        size = (batch, args.inputs, hidden, args.outputs, steps, args.seed)
+        calls = [ours(*size)]
         if snntorch is not None:
-            t_peer = median_step(
-                peer(batch, args.inputs, hidden, args.outputs, steps, args.seed), args.repeats)
-        ratio = f"{t_ours / t_peer:.2f}" if t_peer else "-"
-        peer_s = f"{t_peer:.3f}" if t_peer else "(missing)"
-        print(f"| {batch} | {hidden} | {steps} | {t_ours:.3f} | {peer_s} | {ratio} |")
-        rows.append((batch, hidden, steps, t_ours, t_peer))
+            calls.append(peer(*size))
+        if args.pytorch_step:
+            calls.append(ours(*size, compiled=False))
+        times = interleaved(calls, args.repeats)
+        t_ours = statistics.median(times[0])
+        t_peer = statistics.median(times[1]) if snntorch is not None else None
+        line = f"| {batch} | {hidden} | {steps} | {t_ours:.3f} | "
+        if t_peer:
+            ratio = statistics.median(a / b for a, b in zip(times[0], times[1]))
+            line += f"{t_peer:.3f} | {ratio:.2f} |"
+        else:
+            ratio = None
+            line += "(missing) | - |"
+        if args.pytorch_step:
+            t_pt = statistics.median(times[-1])
+            pt_ratio = (f"{statistics.median(a / b for a, b in zip(times[-1], times[1])):.2f}"
+                        if t_peer else "-")
+            line += f" {t_pt:.3f} | {pt_ratio} |"
+        print(line)
+        rows.append((batch, hidden, steps, t_ours, t_peer, ratio))
     if snntorch is None:
         print("\nsnntorch is missing: install it beside pyro_spikes to compare")
     return rows
@@ -140,4 +171,6 @@ if __name__ == "__main__":
     parser.add_argument("--inputs", type=int, default=10)
     parser.add_argument("--outputs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one small size, for smoke tests")
+    parser.add_argument("--pytorch-step", action="store_true",
+                        help="also time our network with the PyTorch (not compiled) step")
     main(parser.parse_args())

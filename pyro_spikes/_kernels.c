@@ -293,6 +293,114 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- signature kernel (Goursat PDE solver and its adjoint): see _sigkernel_impl.h ---- */
+/* double only: float32 inputs are solved in double precision (the scheme adds O(eps k) of
+   rounding per cell and the errors add up over the M x N cells) */
+#define T double
+#define SUF f64
+#include "_sigkernel_impl.h"
+#undef T
+#undef SUF
+
+/* sizes are validated by pyro_spikes/distributions/sigkernel.py; refuse what cannot index */
+static int sk_sizes_ok(Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t m, Py_ssize_t M, Py_ssize_t N,
+                       Py_ssize_t d, int lam, int zmode) {
+    if (a0 < 0 || a1 < a0 || m < 1 || M < 1 || N < 1 || lam < 0 || lam > 16 ||
+        (!zmode && d < 1)) {
+        PyErr_SetString(PyExc_ValueError, "sigkernel: invalid sizes");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *sigkernel_forward(PyObject *self, PyObject *args) {
+    int lam;
+    Py_ssize_t a0, a1, m, M, N, d;
+    unsigned long long dx, dy, z, out;
+    if (!PyArg_ParseTuple(args, "nnnnnniKKKK", &a0, &a1, &m, &M, &N, &d, &lam, &dx, &dy, &z,
+                          &out))
+        return NULL;
+    if (!sk_sizes_ok(a0, a1, m, M, N, d, lam, z != 0)) return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = sigkernel_forward_f64(a0, a1, m, M, N, d, lam, PTR(double, dx), PTR(double, dy),
+                                   PTR(double, z), PTR(double, out));
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *sigkernel_backward(PyObject *self, PyObject *args) {
+    int lam;
+    Py_ssize_t a0, a1, m, M, N, d;
+    unsigned long long dx, dy, z, gout, gdx, gdy, gz;
+    if (!PyArg_ParseTuple(args, "nnnnnniKKKKKKK", &a0, &a1, &m, &M, &N, &d, &lam, &dx, &dy, &z,
+                          &gout, &gdx, &gdy, &gz))
+        return NULL;
+    if (!sk_sizes_ok(a0, a1, m, M, N, d, lam, z != 0)) return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = sigkernel_backward_f64(a0, a1, m, M, N, d, lam, PTR(double, dx), PTR(double, dy),
+                                    PTR(double, z), PTR(double, gout), PTR(double, gdx),
+                                    PTR(double, gdy), PTR(double, gz));
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+/* ---- end of the signature-kernel section ---- */
+
+/* ---- smooth gate (one LIF time step and its vector-Jacobian product): _smooth_gate_impl.h */
+#define T double
+#define SUF f64
+#include "_smooth_gate_impl.h"
+#undef T
+#undef SUF
+#define T float
+#define SUF f32
+#include "_smooth_gate_impl.h"
+#undef T
+#undef SUF
+
+/* consts: theta, period, 1 / gate_width, 1 / tau_mem, 1 / tau_syn, spike_drive, dt, decay */
+static PyObject *smooth_gate_lif_step(PyObject *self, PyObject *args) {
+    int is_double, backward;
+    Py_ssize_t n;
+    double k[8];
+    unsigned long long a0, a1, a2, a3, a4, a5, a6, a7;
+    if (!PyArg_ParseTuple(args, "iin(dddddddd)KKKKKKKK", &is_double, &backward, &n, &k[0],
+                          &k[1], &k[2], &k[3], &k[4], &k[5], &k[6], &k[7], &a0, &a1, &a2, &a3,
+                          &a4, &a5, &a6, &a7))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "smooth_gate_lif_step: negative size");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double) {
+        sg_consts_f64 c = {k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]};
+        if (backward) /* u, u_new, gu_new, gs_new, gG_new -> gu, gs, gcurrent */
+            sg_step_backward_f64(n, &c, PTR(double, a0), PTR(double, a1), PTR(double, a2),
+                                 PTR(double, a3), PTR(double, a4), PTR(double, a5),
+                                 PTR(double, a6), PTR(double, a7));
+        else /* u, s, current -> u_new, s_new, G_new */
+            sg_step_f64(n, &c, PTR(double, a0), PTR(double, a1), PTR(double, a2),
+                        PTR(double, a3), PTR(double, a4), PTR(double, a5));
+    } else {
+        sg_consts_f32 c = {(float)k[0], (float)k[1], (float)k[2], (float)k[3],
+                           (float)k[4], (float)k[5], (float)k[6], (float)k[7]};
+        if (backward)
+            sg_step_backward_f32(n, &c, PTR(float, a0), PTR(float, a1), PTR(float, a2),
+                                 PTR(float, a3), PTR(float, a4), PTR(float, a5), PTR(float, a6),
+                                 PTR(float, a7));
+        else
+            sg_step_f32(n, &c, PTR(float, a0), PTR(float, a1), PTR(float, a2), PTR(float, a3),
+                        PTR(float, a4), PTR(float, a5));
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+/* ---- end of the smooth-gate section ---- */
+
 static PyMethodDef methods[] = {
     {"thinning_forward", thinning_forward, METH_VARARGS,
      "Sequential thinning loop (exact or relaxed marks) over contiguous CPU buffers."},
@@ -308,6 +416,12 @@ static PyMethodDef methods[] = {
      "Vector-Jacobian product of spiking_terms."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
      "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
+    {"sigkernel_forward", sigkernel_forward, METH_VARARGS,
+     "Signature-kernel Goursat PDE solver over x-paths [a0, a1), float64 (linear or given z)."},
+    {"sigkernel_backward", sigkernel_backward, METH_VARARGS,
+     "Adjoint (reverse) sweep of sigkernel_forward: gradients of the path increments."},
+    {"smooth_gate_lif_step", smooth_gate_lif_step, METH_VARARGS,
+     "One smooth-gate LIF time step (elementwise) or its vector-Jacobian product."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -323,7 +437,9 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "VERSION", KERNELS_VERSION)) {
+    if (m && (PyModule_AddIntConstant(m, "VERSION", KERNELS_VERSION) ||
+              PyModule_AddIntConstant(m, "SIGKERNEL_VERSION", 1) ||
+              PyModule_AddIntConstant(m, "SMOOTH_GATE_VERSION", 1))) {
         Py_DECREF(m);
         return NULL;
     }

@@ -61,3 +61,25 @@ def test_log_marginal_benchmark_smoke():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| SMC, PyTorch | 16 |")]
     assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0
     assert "| importance sampling | 16 |" in proc.stdout and "| pathwise |" in proc.stdout
+
+
+def test_signature_kernel_benchmark_smoke(tmp_path):
+    # runs with or without pysiglib installed; without it only our figures are reported
+    out = tmp_path / "sk.json"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "signature_kernel.py"), "--quick",
+         "--rounds", "1", "--n", "8", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    ours = [r for r in rows if r["impl"] == "ours"]
+    assert len(ours) == 2 and all(r["seconds"] > 0 and r["peak_bytes"] is not None for r in ours)
+    assert "| 50 | ours (compiled, adjoint) |" in proc.stdout
+    try:
+        import pysiglib  # noqa: F401
+    except ImportError:
+        assert "pysiglib is missing" in proc.stdout
+    else:
+        assert all(r["max_rel_diff_pysiglib"] < 1e-10 for r in ours)

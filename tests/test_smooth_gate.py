@@ -403,3 +403,59 @@ def test_bernoulli_likelihood_gradients_flow():
     loss.backward()
     assert net.input_weight.grad is not None and net.input_weight.grad.abs().sum() > 0
     assert net.recurrent_weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------- the compiled (fused) LIF loop
+def _fused_available():
+    from pyro_spikes.nn.smooth_gate import _fused_lif_module
+
+    return _fused_lif_module(torch.zeros(1, dtype=torch.float64)) is not None
+
+
+needs_fused = pytest.mark.skipif(not _fused_available(), reason="compiled loops not built or off")
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("gate_width", [0.5, 0.05])
+def test_fused_lif_loop_matches_pytorch_step(dtype, tol, gate_width):
+    # outputs, trajectories and all parameter / initial-state gradients of the compiled step
+    # against the PyTorch step (the same arithmetic), with spikes in the run
+    from pyro_spikes.distributions.kernels import compiled_loops
+
+    torch.manual_seed(3)
+    net = SmoothGateSNN(3, 7, 2, gate_width=gate_width, neuron="lif", tau_mem=10.0, tau_syn=5.0,
+                        input_scale=3.0, spike_drive=0.2 * gate_width / 0.05).to(dtype)
+    x = _drive(4, 4, 80, size=3, scale=1.5).to(dtype)
+    u0 = (0.3 * torch.randn(4, 7, dtype=torch.float64)).to(dtype)
+    s0 = (0.1 * torch.rand(4, 7, dtype=torch.float64)).to(dtype)
+    res = []
+    for compiled in (True, False):
+        net.zero_grad()
+        a, b = u0.clone().requires_grad_(), s0.clone().requires_grad_()
+        with compiled_loops(compiled):
+            out, tr = net(x, 0.05, return_trajectories=True, initial_state=(a, b))
+        (out.pow(2).mean() + tr.gate.pow(2).mean() + tr.voltage.mean()).backward()
+        res.append([out, tr.state, tr.gate] + [getattr(net, p).grad for p in PARAMS] + [a.grad, b.grad])
+    assert float(res[0][1].max()) > net.threshold + net.gate_width  # a full passage of a zone
+    for c, t in zip(*res):
+        assert c.dtype == dtype
+        assert (c - t).abs().max() <= tol * max(t.abs().max(), 1e-3)
+
+
+@needs_fused
+def test_fused_lif_loop_gradcheck():
+    from pyro_spikes.nn.smooth_gate import _FusedLifLoop, _fused_lif_module
+
+    module = _fused_lif_module(torch.zeros(1, dtype=torch.float64))
+    g = torch.Generator().manual_seed(5)
+    # initial states below, inside and above the first zones (theta = 1, P = 1.2, width 0.2)
+    u0 = torch.linspace(-0.5, 3.5, 12, dtype=torch.float64).reshape(2, 6) + 0.01
+    s0 = torch.rand(2, 6, generator=g, dtype=torch.float64)
+    drive = 2 * torch.rand(5, 2, 6, generator=g, dtype=torch.float64)
+    W = 0.5 * torch.randn(6, 6, generator=g, dtype=torch.float64)
+    consts = (1.0, 1.2, 1 / 0.2, 1 / 10.0, 1 / 5.0, 0.5, 0.05, math.exp(-0.05 / 5.0))
+    inputs = tuple(t.requires_grad_() for t in (drive, W, u0, s0))
+    assert torch.autograd.gradcheck(lambda *a: _FusedLifLoop.apply(*a, consts, module), inputs)
+    # only some outputs used (the others' gradients arrive as None)
+    assert torch.autograd.gradcheck(lambda *a: _FusedLifLoop.apply(*a, consts, module)[1], inputs)

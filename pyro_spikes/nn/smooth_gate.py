@@ -92,6 +92,14 @@ exactly unit charge even when a narrow zone is crossed within one step. ``output
 readout at time :math:`(n + 1)\\, dt` and the input ``inputs[:, n]`` is held over
 :math:`[n\\, dt, (n + 1)\\, dt)`.
 
+On the CPU (float32/float64, with ``pyro_spikes._kernels`` built and
+:func:`~pyro_spikes.distributions.kernels.compiled_loops` on) the LIF recurrence with
+``gate_width > 0`` runs as one autograd function: the elementwise step is one compiled pass
+each way (the same arithmetic as the PyTorch step; its backward is the hand-written
+vector-Jacobian product, swept in reverse), and the recurrent-weight gradient is one matrix
+product after the sweep. It has no second derivatives (run inside ``compiled_loops(False)`` for
+those); elsewhere (``qif``, the hard gate, other devices) the step runs as PyTorch operations.
+
 Spike times (for rasters and plots) are the times at which :math:`u` crosses the middle of an
 active zone upwards (where :math:`G = k + \\tfrac12`), linearly interpolated within a step.
 """
@@ -105,6 +113,8 @@ from typing import NamedTuple
 import torch
 from pyro.nn import PyroModule
 from torch import nn
+
+from pyro_spikes.distributions import kernels as _kernels
 
 __all__ = ["SmoothGateSNN", "SmoothGateTrajectory", "crossings_to_events", "gate_integral"]
 
@@ -292,6 +302,73 @@ def _qif_step(u, current, h):
     delta = torch.atan2(p_new, q_new) - theta
     delta = delta - 2 * math.pi * torch.round(delta / (2 * math.pi)).detach()
     return u + delta / math.pi + n_full
+
+
+def _fused_lif_module(like):
+    """The compiled extension if it runs the fused LIF step for tensors like ``like``."""
+    module = _kernels._compiled
+    if getattr(module, "SMOOTH_GATE_VERSION", None) != 1 or not _kernels.compiled_for(like):
+        return None
+    return module
+
+
+class _FusedLifLoop(torch.autograd.Function):
+    """
+    The smooth-gate LIF recurrence ``current_n = drive_n + s_n W^T``,
+    ``(u_{n+1}, s_{n+1}, G(u_{n+1})) = step(u_n, s_n, current_n)`` over all steps, with the step
+    as one compiled elementwise pass each way (the same arithmetic as the PyTorch step,
+    :meth:`SmoothGateSNN._step` and the gate) and a hand-written reverse sweep: no autograd
+    node per step, and the recurrent-weight gradient :math:`\\sum_n g_n^T s_n` as one matrix
+    product after the sweep. Inputs: ``drive`` ``(steps, batch, N)``, ``W_rec``, ``u0``, ``s0``;
+    outputs ``(steps, batch, N)`` each: states, synaptic currents, gate integrals.
+    """
+
+    @staticmethod
+    def forward(ctx, drive, W_rec, u0, s0, consts, module):
+        steps, batch, N = drive.shape
+        U = drive.new_empty(steps + 1, batch, N)
+        S = drive.new_empty(steps + 1, batch, N)
+        G = drive.new_empty(steps, batch, N)
+        U[0], S[0] = u0, s0
+        current = drive.new_empty(batch, N)
+        W_t, is_double = W_rec.T, int(drive.dtype == torch.float64)
+        for n in range(steps):
+            torch.addmm(drive[n], S[n], W_t, out=current)
+            module.smooth_gate_lif_step(is_double, 0, batch * N, consts, U[n].data_ptr(),
+                                        S[n].data_ptr(), current.data_ptr(), U[n + 1].data_ptr(),
+                                        S[n + 1].data_ptr(), G[n].data_ptr(), 0, 0)
+        ctx.save_for_backward(W_rec, U, S)
+        ctx.consts, ctx.module = consts, module
+        ctx.set_materialize_grads(False)  # unused outputs: no zero tensors in the backward
+        return U[1:], S[1:], G  # views: an in-place change of one fails the backward
+
+    @staticmethod
+    def backward(ctx, gU, gS, gG):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused smooth-gate loop has no second derivatives; run the "
+                               "network inside pyro_spikes.distributions.kernels."
+                               "compiled_loops(False) for higher derivatives")
+        W_rec, U, S = ctx.saved_tensors
+        steps, batch, N = U.shape[0] - 1, U.shape[1], U.shape[2]
+        is_double = int(U.dtype == torch.float64)
+        g_current = U.new_empty(steps, batch, N)
+        gu, gs = torch.zeros_like(U[0]), torch.zeros_like(U[0])  # of u_{n+1}, s_{n+1}
+        gu_prev, gs_prev = torch.empty_like(gu), torch.empty_like(gs)
+        gU, gS, gG = (g.contiguous() if g is not None else None for g in (gU, gS, gG))
+        for n in reversed(range(steps)):
+            if gU is not None:
+                gu.add_(gU[n])
+            if gS is not None:
+                gs.add_(gS[n])
+            ctx.module.smooth_gate_lif_step(
+                is_double, 1, batch * N, ctx.consts, U[n].data_ptr(), U[n + 1].data_ptr(),
+                gu.data_ptr(), gs.data_ptr(), gG[n].data_ptr() if gG is not None else 0,
+                gu_prev.data_ptr(), gs_prev.data_ptr(), g_current[n].data_ptr())
+            gs_prev.addmm_(g_current[n], W_rec)  # current_n = drive_n + s_n W^T
+            gu, gu_prev = gu_prev, gu
+            gs, gs_prev = gs_prev, gs
+        g_W = g_current.reshape(-1, N).T @ S[:-1].reshape(-1, N)
+        return g_current, g_W, gu, gs, None, None
 
 
 def _check_positive(name, value, allow_zero=False):
@@ -529,27 +606,42 @@ class SmoothGateSNN(PyroModule):
             u, s = u.to(dtype), s.to(dtype)
         width = self.gate_width
         decay = math.exp(-dt / self.tau_syn)
-        drive = inputs @ W_in.T + b  # (batch, steps, N), all input currents at once
+        # all input currents at once, step-major; unbound once (one backward node for all steps,
+        # where drive[:, n] would scatter a full-size zero tensor per step)
+        drive = torch.addmm(b, inputs.transpose(0, 1).reshape(-1, self.input_size), W_in.T)
+        drive = drive.reshape(steps, batch, -1)  # all input currents at once, step-major
         u0 = u
-        G, r = self._gate(u, width)
-        us, ss, Gs = [], [], []
-        for n in range(steps):
-            current = drive[:, n] + s @ W_rec.T
-            u = self._step(u, G, r, current, dt)
-            G_new, r = self._gate(u, width)
-            s = decay * s + (G_new - G) / self.tau_syn
-            G = G_new
-            us.append(u)
-            ss.append(s)
-            Gs.append(G)
-        s_all = torch.stack(ss, dim=1)
-        outputs = s_all @ W_out.T + b_out
+        module = _fused_lif_module(u) if self.neuron == "lif" and width > 0 else None
+        if module is not None:  # compiled CPU step and reverse sweep (same arithmetic)
+            consts = (self.threshold, self._period, 1.0 / width, 1.0 / self.tau_mem,
+                      1.0 / self.tau_syn, self.spike_drive, dt, decay)
+            U, S, G = _FusedLifLoop.apply(drive, W_rec, u, s, consts, module)
+            u_all, s_all, G_all = U.transpose(0, 1), S.transpose(0, 1), G.transpose(0, 1)
+            outputs = torch.addmm(b_out, S.reshape(-1, S.shape[-1]), W_out.T)
+            outputs = outputs.reshape(steps, batch, -1).transpose(0, 1)  # readout step-major
+        else:
+            us, ss, Gs = [], [], []
+            G, r = self._gate(u, width)
+            # unbound once: one backward node for all steps (drive[n] of the tensor would
+            # scatter a full-size zero tensor per step)
+            for n, drive_n in enumerate(drive.unbind(0)):
+                current = drive_n + s @ W_rec.T
+                u = self._step(u, G, r, current, dt)
+                G_new, r = self._gate(u, width)
+                s = decay * s + (G_new - G) / self.tau_syn
+                G = G_new
+                us.append(u)
+                ss.append(s)
+                Gs.append(G)
+            s_all = torch.stack(ss, dim=1)
+            outputs = s_all @ W_out.T + b_out
         if not bool(torch.isfinite(outputs).all()):
             raise ValueError(f"the simulation diverged (non-finite outputs); reduce dt={dt} "
                              "or the weights")
         if not return_trajectories:
             return outputs
-        u_all, G_all = torch.stack(us, dim=1), torch.stack(Gs, dim=1)
+        if module is None:
+            u_all, G_all = torch.stack(us, dim=1), torch.stack(Gs, dim=1)
         state = torch.cat([u0.unsqueeze(1), u_all], dim=1).detach()
         spike_level, period, lower = self._spike_geometry()
         lev = _levels(state, spike_level, period, lower)
