@@ -253,3 +253,16 @@ def test_cancel_hidden_keeps_elbo_and_gradient(float64_default):
     separate = SNN(2, 2, duration=8.0, guide_type="separate", name="sep")
     with pytest.raises(ValueError, match="guide_type='prior'"):
         separate.guide(obs, cancel_hidden=True)
+
+
+def test_errors_name_the_snn_arguments():
+    """Bad observed data is reported as `observed` (not the process's `context`) and a capacity
+    overflow names `hidden_capacity`."""
+    snn = SNN(1, 1, 5.0)
+    unsorted = torch.tensor([[[2.0, 1.0], [1.0, 1.0]]])
+    with pytest.raises(ValueError, match="observed"):
+        snn.hidden_process(unsorted)
+    small = SNN(1, 1, 5.0, hidden_capacity=1, upper_bound=20.0)
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="hidden_capacity"):
+        small.hidden_process(torch.tensor([[[1.0, 1.0]]])).sample()

@@ -104,10 +104,10 @@ class SNN(PyroModule):
             self.upper_bound, capacity=capacity,
         )
 
-    def _process(self, neurons, context, bias, weight, capacity=None):
+    def _process(self, neurons, context, bias, weight, capacity=None, arg_names=None):
         return SpikingPointProcess(
             bias, weight, self.time_constants, self.duration, self.upper_bound,
-            capacity=capacity, neurons=neurons, context=context,
+            capacity=capacity, neurons=neurons, context=context, arg_names=arg_names,
         )
 
     def hidden_process(self, observed, guide=False):
@@ -117,7 +117,8 @@ class SNN(PyroModule):
         else:
             bias, weight = self.bias, self.weight
         return self._process(self.hidden_neurons, observed, bias, weight,
-                             capacity=self.hidden_capacity)
+                             capacity=self.hidden_capacity,
+                             arg_names={"context": "observed", "capacity": "hidden_capacity"})
 
     def observed_process(self, hidden, capacity):
         """The observed neurons given the hidden spikes (model factor)."""
