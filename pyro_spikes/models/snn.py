@@ -6,6 +6,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess
 from pyro_spikes.distributions.spiking import SpikingPointProcess
+from pyro_spikes.models.lookahead import LookaheadDrive
 from pyro_spikes.models.smc import HiddenProposal, smc_log_marginal
 from pyro_spikes.spikes import select_neurons, trim_padding
 
@@ -45,8 +46,12 @@ class SNN(PyroModule):
     factor sees the soft hidden marks in its history; with ``relaxed=False`` both are exact.
 
     :meth:`guide` is :math:`q(J_H)`: the hidden neurons' own dynamics driven by the observed
-    spikes (Kajino's choice, ``guide_type="prior"``, sharing the model's parameters), or the
-    same architecture with its own parameters (``guide_type="separate"``). ``relaxed=True``
+    spikes (Kajino's choice, ``guide_type="prior"``, sharing the model's parameters), the
+    same architecture with its own parameters (``guide_type="separate"``), or that plus
+    anticausal traces of the observed spikes after :math:`t`
+    (:class:`~pyro_spikes.models.lookahead.LookaheadDrive`, ``guide_type="lookahead"``, its
+    weights ``lookahead_weight`` starting at zero) so that it can anticipate the observed
+    spikes a hidden spike causes. ``relaxed=True``
     samples it by relaxed thinning (path-wise gradients under ``Trace_ELBO``); ``relaxed=False``
     samples the exact process (score-function/REINFORCE gradients under ``Trace_ELBO``, or
     ``TraceGraph_ELBO`` with a decaying-average baseline, ``baseline=True``).
@@ -70,8 +75,9 @@ class SNN(PyroModule):
         super().__init__(name)
         if num_observed < 1 or num_hidden < 0:
             raise ValueError("num_observed must be >= 1 and num_hidden >= 0")
-        if guide_type not in ("prior", "separate"):
-            raise ValueError(f"guide_type must be 'prior' or 'separate', got {guide_type!r}")
+        if guide_type not in ("prior", "separate", "lookahead"):
+            raise ValueError(
+                f"guide_type must be 'prior', 'separate' or 'lookahead', got {guide_type!r}")
         d = num_observed + num_hidden
         self.num_observed, self.num_hidden = num_observed, num_hidden
         self.duration = float(duration)
@@ -82,9 +88,14 @@ class SNN(PyroModule):
         num_basis = self.time_constants.numel()
         self.bias = PyroParam(torch.zeros(d))
         self.weight = PyroParam(init_scale * torch.randn(num_basis, d, d))
-        if guide_type == "separate":
+        if guide_type in ("separate", "lookahead"):
             self.guide_bias = PyroParam(torch.zeros(d))
             self.guide_weight = PyroParam(init_scale * torch.randn(num_basis, d, d))
+        if guide_type == "lookahead":
+            # anticausal traces of the observed spikes, one per basis time constant; zero at
+            # the start, so the guide starts as the "separate" one
+            self.lookahead_weight = PyroParam(torch.zeros(num_basis, num_hidden, num_observed))
+            self.register_buffer("lookahead_time_constants", self.time_constants.clone())
         self.hidden_capacity = hidden_capacity
 
     @property
@@ -104,19 +115,26 @@ class SNN(PyroModule):
             self.upper_bound, capacity=capacity,
         )
 
-    def _process(self, neurons, context, bias, weight, capacity=None, arg_names=None):
+    def _process(self, neurons, context, bias, weight, capacity=None, arg_names=None,
+                 stimulus=None):
         return SpikingPointProcess(
             bias, weight, self.time_constants, self.duration, self.upper_bound,
             capacity=capacity, neurons=neurons, context=context, arg_names=arg_names,
+            stimulus=stimulus,
         )
 
     def hidden_process(self, observed, guide=False):
         """The hidden neurons given the observed spikes (model factor, or the guide)."""
-        if guide and self.guide_type == "separate":
+        stimulus = None
+        if guide and self.guide_type != "prior":
             bias, weight = self.guide_bias, self.guide_weight
+            if self.guide_type == "lookahead":
+                stimulus = LookaheadDrive(observed, self.lookahead_weight,
+                                          self.lookahead_time_constants, self.hidden_neurons,
+                                          self.num_observed + self.num_hidden, self.duration)
         else:
             bias, weight = self.bias, self.weight
-        return self._process(self.hidden_neurons, observed, bias, weight,
+        return self._process(self.hidden_neurons, observed, bias, weight, stimulus=stimulus,
                              capacity=self.hidden_capacity,
                              arg_names={"context": "observed", "capacity": "hidden_capacity"})
 
@@ -210,6 +228,10 @@ class SNN(PyroModule):
     @pyro_method
     def _proposal(self):
         hidden = torch.as_tensor(self.hidden_neurons, device=self.guide_bias.device)
+        if self.guide_type == "lookahead":
+            return HiddenProposal(self.guide_bias.index_select(-1, hidden),
+                                  self.guide_weight.index_select(-2, hidden),
+                                  self.lookahead_weight, self.lookahead_time_constants)
         return HiddenProposal(self.guide_bias.index_select(-1, hidden),
                               self.guide_weight.index_select(-2, hidden))
 
