@@ -157,8 +157,17 @@ def main(args):
         ax.errorbar([s + shift for s in sizes], [m for m, _ in stats],
                     yerr=[se for _, se in stats], fmt="o-", capsize=3, label=label[c])
     ax.axhline(truth_mean, color="black", ls="--", lw=1, label="data-generating network")
-    ax.axhspan(floor_mean - floor_se, floor_mean + floor_se, color="gray", alpha=0.3)
-    ax.axhline(floor_mean, color="gray", ls=":", lw=1, label="initial models")
+    lows = [mean_se(v)[0] - 2 * mean_se(v)[1] for v in scores.values()]
+    low, high = min(lows + [truth_mean]), truth_mean
+    margin = 0.15 * (high - low) + 0.5
+    if floor_mean > low - 3 * margin:  # the floor is near: show it
+        ax.axhspan(floor_mean - floor_se, floor_mean + floor_se, color="gray", alpha=0.3)
+        ax.axhline(floor_mean, color="gray", ls=":", lw=1, label="initial models")
+        low = min(low, floor_mean - floor_se)
+    else:  # far below: zoom on the trained models and say where it is
+        ax.plot([], [], color="gray", ls=":",
+                label=f"initial models: {floor_mean:.1f} ± {floor_se:.1f} (off scale)")
+    ax.set_ylim(low - margin, high + margin)
     ax.set_xlabel("number of training sequences")
     ax.set_ylabel("held-out log p(J_O) per sequence (SMC)")
     ax.set_title(f"Kajino's synthetic network, T = {args.duration:g}, {len(seeds)} seed(s)")

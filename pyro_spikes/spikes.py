@@ -194,7 +194,7 @@ def select_neurons(events, neurons, duration):
         idx = torch.as_tensor(neurons, device=events.device).reshape(-1)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"neurons must be a sequence of integer indices, got {neurons!r}") from None
-    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+    if idx.numel() and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool):
         raise TypeError(f"neurons must be integer indices, got dtype {idx.dtype}")
     idx = idx.long()
     if idx.numel() and bool(((idx < 0) | (idx >= num_neurons)).any()):
