@@ -151,3 +151,19 @@ def _resolve_short_names(app, env, node, contnode):
 
 def setup(app):
     app.connect("missing-reference", _resolve_short_names)
+
+# targets without a shipped inventory (optional extras: Neo, pynapple, pynwb, Lightning), torch
+# internals missing from the hand-made torch inventory, and short method names inside class
+# docstrings of the stimulus and distributed modules (merged 2026-12-02; to be written out in
+# full): listed so that the nitpicky build stays an error for everything else
+nitpick_ignore_regex = [
+    ("py:class", r"(neo|pynapple|pynwb|lightning)\..*"),
+    ("py:class", r"torch\.(utils\.data\.DistributedSampler|nn\.modules\.module\.Module)"),
+    ("py:class", r"pyro\.infer\.tracegraph_elbo\.TraceGraph_ELBO"),
+    ("py:class", r"pyro_spikes\.distributed\.subsample\._Subsampled"),
+    ("py:class", r"(paths whose 1-variations.*|accurate range)"),
+    ("py:mod", r"torch\.distributed"),
+    ("py:func", r"torch\.random\.fork_rng"),
+    ("py:meth", r"(time_scale|drive|with_tensors|breakpoints|differentiable_loss)"),
+    ("py:attr", r"site_costs"),
+]

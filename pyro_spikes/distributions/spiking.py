@@ -147,11 +147,12 @@ class SpikingPointProcess(PointProcess):
         windows of one recording, each with the spikes before it as history, have
         log-likelihoods that sum to the recording's (see :func:`pyro_spikes.windows.split_windows`).
 
-    With a stimulus or a history the log-likelihood runs on the PyTorch path (the compiled
-    likelihood loop has no drive term).
     :param dict arg_names: the names a caller knows some arguments by, used in error messages
         (e.g. ``{"context": "observed", "capacity": "hidden_capacity"}`` for a model that passes
         its data as ``context``).
+
+    With a stimulus or a history the log-likelihood runs on the PyTorch path (the compiled
+    likelihood loop has no drive term).
     """
 
     arg_constraints = {
