@@ -266,3 +266,23 @@ def test_errors_name_the_snn_arguments():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="hidden_capacity"):
         small.hidden_process(torch.tensor([[[1.0, 1.0]]])).sample()
+
+
+def test_simulate_and_log_marginal_read_the_param_store(tmp_path):
+    """After pyro.get_param_store().load(...), simulate and log_marginal use the loaded values,
+    not the module's fresh random ones (as model and guide do)."""
+    pyro.clear_param_store()
+    truth = kajino_ground_truth(0, num_observed=1, num_hidden=1, duration=5.0)
+    torch.manual_seed(0)
+    obs, _ = truth.simulate(2)
+    torch.manual_seed(1)
+    expected = truth.log_marginal(obs, 32)
+    pyro.get_param_store().save(str(tmp_path / "params.pt"))
+    pyro.clear_param_store()
+    other = kajino_ground_truth(7, num_observed=1, num_hidden=1, duration=5.0)
+    pyro.get_param_store().load(str(tmp_path / "params.pt"))
+    torch.manual_seed(1)
+    assert torch.equal(other.log_marginal(obs, 32), expected)
+    torch.manual_seed(0)
+    again, _ = other.simulate(2)
+    assert torch.equal(again, obs)
