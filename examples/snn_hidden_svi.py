@@ -14,7 +14,8 @@ Here each estimator is plain Pyro SVI on :class:`~pyro_spikes.models.SNN`
 ``--temperature``), ``Trace_ELBO`` with ``relaxed=False`` (REINFORCE) and ``TraceGraph_ELBO``
 with a decaying-average baseline, each with Kajino's guide (``prior``: the hidden neurons' own
 dynamics driven by the observed spikes, sharing the model's parameters) and, with ``--guides
-prior,separate``, a guide of the same form with its own parameters. Data come from Kajino's
+prior,separate,lookahead``, a guide of the same form with its own parameters and one that also
+sees the observed spikes ahead (``guide_type="lookahead"``). Data come from Kajino's
 synthetic network (:func:`pyro_spikes.models.paper.kajino_ground_truth`: 2 observed + 4 hidden
 neurons, fully connected, 2 exponential basis functions, :math:`a = 5`). For every run seed
 (``--seeds``) a fresh training pool is drawn from that network and a fresh initial model is
@@ -84,8 +85,9 @@ def main(args):
         if name not in ESTIMATORS:
             raise ValueError(f"--estimators: unknown {name!r}, choose from {sorted(ESTIMATORS)}")
     for guide in guides:
-        if guide not in ("prior", "separate"):
-            raise ValueError(f"--guides: unknown {guide!r}, choose from prior, separate")
+        if guide not in ("prior", "separate", "lookahead"):
+            raise ValueError(f"--guides: unknown {guide!r}, choose from prior, separate, "
+                             "lookahead")
     pyro.set_rng_seed(args.seed)
     truth = kajino_ground_truth(args.seed, duration=args.duration)
     test_obs, _ = truth.simulate(args.num_test)
@@ -200,7 +202,8 @@ if __name__ == "__main__":
                         help="SMC particles per sequence of the held-out log-likelihood")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--estimators", default="pathwise,reinforce,reinforce_baseline")
-    parser.add_argument("--guides", default="prior", help="prior and/or separate")
+    parser.add_argument("--guides", default="prior",
+                        help="comma list of prior, separate, lookahead")
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--temperature", type=float, default=0.3)
     parser.add_argument("--anneal-from", type=float, default=1.0,

@@ -37,9 +37,9 @@ def test_gradient_variance_needs_four_repeats(tmp_path):
 def test_snn_hidden_svi(tmp_path):
     out = _run("examples/snn_hidden_svi.py", "--num-steps", 2, "--train-sizes", "1,2",
                "--num-test", 2, "--num-particles", 8, "--duration", 5, "--seeds", "0,1",
-               "--guides", "prior,separate", "--no-progress", "--out", tmp_path)
+               "--guides", "prior,separate,lookahead", "--no-progress", "--out", tmp_path)
     assert "| 1 |" in out and "| 2 |" in out and "data-generating network (ceiling)" in out
-    assert "separate guide" in out and " ± " in out
+    assert "separate guide" in out and "lookahead guide" in out and " ± " in out
     assert (tmp_path / "test_log_likelihood.png").stat().st_size > 0
     assert (tmp_path / "loss_curves.png").stat().st_size > 0
 
