@@ -244,7 +244,8 @@ def test_compiled_result_does_not_depend_on_threads():
         for n in (1, 3):
             torch.set_num_threads(n)
             torch.manual_seed(4)
-            out.append(smc_log_marginal(*args, num_particles=32).log_marginal)
+            # enough work (sequences x segments x particles) for the loops to split it
+            out.append(smc_log_marginal(*args, num_particles=2048).log_marginal)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(out[0], out[1])

@@ -3,17 +3,16 @@ Sequential Monte Carlo in continuous time for the marginal likelihood :math:`p(J
 observed neurons of a partially observed spiking network.
 """
 
-import concurrent.futures
 import math
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions.spiking import _gauss_legendre
 from pyro_spikes.spikes import validate_events
 
 try:  # the particle filter compiled for the CPU (built by ``pip install``; optional)
@@ -79,12 +78,6 @@ class SMCResult:
     ess_mean: torch.Tensor
     num_resampled: torch.Tensor
     num_segments: torch.Tensor
-
-
-def _gauss_legendre(order):
-    nodes, weights = np.polynomial.legendre.leggauss(int(order))
-    return (torch.as_tensor((nodes + 1) / 2, dtype=torch.float64),
-            torch.as_tensor(weights / 2, dtype=torch.float64))
 
 
 def _boundaries(observed, duration, step):
@@ -271,14 +264,13 @@ def smc_log_marginal(observed, bias, weight, time_constants, upper_bound, durati
     if look is not None:
         look_g = _lookahead_terms(ends, labels, d_o, *look)  # (B, M, Mk, D_H)
         look_rates = 1.0 / look[1]
-    nodes, qweights = _gauss_legendre(quadrature_order)
-    nodes, qweights = nodes.to(device), qweights.to(device)
+    nodes, qweights = _gauss_legendre(int(quadrature_order), bias)  # float64, bias's device
     rates = 1.0 / tau
     if _compiled is not None and kernels.compiled_for(bias) and num_basis <= 64:
         return _smc_compiled(ends, labels, look_g, bias, weight, rates, a, d_o, nodes, qweights,
                              None if prior else (q_bias, q_weight),
                              None if look is None else look_rates, num_particles,
-                             float(ess_threshold), dtype, starts, _ADAPTIVE_QUADRATURE)
+                             float(ess_threshold), dtype, device, _ADAPTIVE_QUADRATURE)
     jumps = weight.permute(2, 0, 1)  # (D, L, D): the traces' jump at a spike of each neuron
     q_jumps = None if prior else q_weight.permute(2, 0, 1)  # (D, L, D_H)
     b_o, b_h = bias[:d_o], bias[d_o:]
@@ -406,7 +398,7 @@ def smc_log_marginal(observed, bias, weight, time_constants, upper_bound, durati
 
 
 def _smc_compiled(ends, labels, look_g, bias, weight, rates, a, d_o, nodes, qweights, proposal,
-                  look_rates, num_particles, threshold, dtype, starts, adaptive=True):
+                  look_rates, num_particles, threshold, dtype, device, adaptive=True):
     """The same particle filter in ``pyro_spikes._smc`` (float64 CPU buffers, sizes checked
     here), each sequence with its own xoshiro256** stream seeded from torch's generator."""
     b, m = ends.shape
@@ -418,9 +410,9 @@ def _smc_compiled(ends, labels, look_g, bias, weight, rates, a, d_o, nodes, qwei
 
     ends, labels = buf(ends), buf(labels, torch.int64)
     bias, weight, rates = buf(bias), buf(weight), buf(rates)
-    rules = [_gauss_legendre(n) for n in (2, 3, 4)] + [(nodes, qweights)]
-    nodes = buf(torch.cat([r[0].to(nodes) for r in rules]))
-    qweights = buf(torch.cat([r[1].to(nodes) for r in rules]))
+    rules = [_gauss_legendre(n, nodes) for n in (2, 3, 4)] + [(nodes, qweights)]
+    nodes = buf(torch.cat([r[0] for r in rules]))
+    qweights = buf(torch.cat([r[1] for r in rules]))
     empty = torch.zeros(1, dtype=torch.float64)
     q_bias, q_weight = (empty, empty) if proposal is None else (buf(proposal[0]),
                                                                 buf(proposal[1]))
@@ -460,17 +452,9 @@ def _smc_compiled(ends, labels, look_g, bias, weight, rates, a, d_o, nodes, qwei
         )
 
     # sequences are independent (each has its own random stream): split them over torch's
-    # intra-op threads (the extension releases the GIL); the result does not depend on the split
-    threads = min(torch.get_num_threads(), b)
-    if threads <= 1:
-        if b:
-            run(0, b)
-    else:
-        bounds = [b * i // threads for i in range(threads + 1)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-            for f in [pool.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]:
-                f.result()
-    device = starts.device
+    # intra-op threads like the other compiled loops (the extension releases the GIL); the
+    # result does not depend on the split
+    kernels._for_sequences(b, b * m * int(num_particles), run)
     return SMCResult(
         log_marginal=out[0].to(dtype=dtype, device=device),
         ess_min=out[1].to(dtype=dtype, device=device),
