@@ -8,7 +8,23 @@ import torch
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.stimulus import Stimulus
 
-__all__ = ["LookaheadDrive"]
+__all__ = ["LookaheadDrive", "anticausal_traces"]
+
+
+def anticausal_traces(times, marks, time_constants):
+    """
+    :math:`R_{m,c} = \\sum_{c' \\ge c} e^{-(t_{c'} - t_c)/\\kappa_m}\\, x_{c'}` at every row
+    :math:`c` of sorted ``times`` (``batch + (C,)``) with values ``marks`` (``batch + (C, K)``):
+    the exponential traces of the rows from :math:`t_c` on (row :math:`c` included), one
+    :func:`~pyro_spikes.distributions.exp_decay_scan` on the reversed clock. Returns
+    ``batch + (M, C, K)``.
+    """
+    rev_times = (times[..., -1:] - times).flip(-1)  # increasing on the reversed clock
+    x = marks.flip(-2).unsqueeze(-3).expand(marks.shape[:-2] + (time_constants.numel(),)
+                                            + marks.shape[-2:])
+    rates = (1.0 / time_constants).expand(marks.shape[:-2] + time_constants.shape)
+    r = exp_decay_scan(rev_times.contiguous(), x.contiguous(), rates.contiguous()) + x
+    return r.flip(-2)
 
 
 class LookaheadDrive(Stimulus):
@@ -82,13 +98,8 @@ class LookaheadDrive(Stimulus):
 
     def precompute(self):
         """:math:`R_{m,c}` at every observed row, ``batch + (M, C, D_O)``."""
-        times, marks = self.observed[..., 0], self.observed[..., 1:]
-        rev_times = (self.duration - times).flip(-1)  # increasing on the reversed clock
-        x = marks.flip(-2).unsqueeze(-3).expand(marks.shape[:-2] + (self.time_constants.numel(),)
-                                                + marks.shape[-2:])
-        rates = (1.0 / self.time_constants).expand(marks.shape[:-2] + self.time_constants.shape)
-        r = exp_decay_scan(rev_times.contiguous(), x.contiguous(), rates.contiguous()) + x
-        return r.flip(-2)
+        return anticausal_traces(self.observed[..., 0], self.observed[..., 1:],
+                                 self.time_constants)
 
     def drive(self, t, cache=None):
         """:math:`s_d(t)` at times ``t`` (``batch' + (n,)``): ``batch + (n, D)``."""

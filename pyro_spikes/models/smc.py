@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions.spiking import _gauss_legendre
+from pyro_spikes.models.lookahead import anticausal_traces
 from pyro_spikes.spikes import validate_events
 
 try:  # the particle filter compiled for the CPU (built by ``pip install``; optional)
@@ -106,22 +107,13 @@ def _lookahead_terms(times, labels, num_observed, weight, time_constants):
     """
     For every segment :math:`(s_j, e_j]`, :math:`G_{j,m,h} = \\sum_o A_{m,h,o} R_{j,m,o}` with
     :math:`R_{j,m,o} = \\sum_{t' \\in J_o, t' \\ge e_j} e^{-(t' - e_j)/\\kappa_m}` (the observed
-    spikes from the segment's end on): inside the segment the anticausal potential is
-    :math:`\\sum_m e^{-(e_j - t)/\\kappa_m} G_{j,m,h}`. A reverse recursion over segments.
-    Returns ``(B, M, M_k, D_H)``.
+    spikes from the segment's end on, :func:`~pyro_spikes.models.lookahead.anticausal_traces`):
+    inside the segment the anticausal potential is
+    :math:`\\sum_m e^{-(e_j - t)/\\kappa_m} G_{j,m,h}`. Returns ``(B, M, M_k, D_H)``.
     """
-    b, m = times.shape
-    rates = 1.0 / time_constants  # (Mk,)
     onehot = F.one_hot(labels.clamp(min=0), num_observed).to(times) * (labels >= 0).unsqueeze(-1)
-    gaps = torch.diff(times, dim=-1, append=times[:, -1:])  # e_{j+1} - e_j, last 0
-    decay = torch.exp(-gaps.unsqueeze(-1) * rates)  # (B, M, Mk)
-    r = times.new_zeros(b, rates.numel(), num_observed)
-    out = []
-    for j in range(m - 1, -1, -1):
-        r = onehot[:, j].unsqueeze(1) + decay[:, j].unsqueeze(-1) * r
-        out.append(r)
-    r_all = torch.stack(out[::-1], 1)  # (B, M, Mk, D_O)
-    return torch.einsum("bjmo,mho->bjmh", r_all, weight)
+    r_all = anticausal_traces(times, onehot, time_constants)  # (B, Mk, M, D_O)
+    return torch.einsum("bmjo,mho->bjmh", r_all, weight)
 
 
 def _systematic_indices(log_w, resample):
