@@ -32,3 +32,26 @@ def float64_default():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def _record_extra_skip(report):
+    """Append the id of a test (or module) that skipped for a missing extra to the file named by
+    ``$PYRO_SPIKES_EXTRA_SKIPS``: .ci/run reruns exactly those after installing the extras."""
+    import os
+
+    from extras import PREFIX
+
+    path = os.environ.get("PYRO_SPIKES_EXTRA_SKIPS")
+    if not path or not report.skipped or not isinstance(report.longrepr, tuple):
+        return
+    if str(report.longrepr[2]).startswith(("Skipped: " + PREFIX, PREFIX)):
+        with open(path, "a") as f:
+            f.write(report.nodeid + "\n")
+
+
+def pytest_runtest_logreport(report):
+    _record_extra_skip(report)
+
+
+def pytest_collectreport(report):
+    _record_extra_skip(report)

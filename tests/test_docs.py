@@ -7,14 +7,16 @@ import subprocess
 import sys
 
 import pytest
+from extras import need
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FURO_ESCAPE = "this-will-duplicate-information-and-it-is-still-useful-here"
 
 
 @pytest.mark.slow
 def test_docs_build(tmp_path):
-    pytest.importorskip("sphinx")
-    pytest.importorskip("sphinx_gallery")
+    need("sphinx")
+    need("sphinx_gallery")
     pytest.importorskip("matplotlib")
     pytest.importorskip("arviz")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -65,6 +67,15 @@ def check_built_docs(html):
     order = [index.find(f"{n}.html") for n in ("quickstart", "posterior_predictive",
                                                  "spike_coding")]
     assert -1 < order[0] < order[1] < order[2], order
+    # no page opens with an error or warning box: docutils system messages (a broken directive,
+    # a bad reference) and Furo's red "ERROR: Adding a table of contents ..." on a page with
+    # a ``.. contents::`` directive
+    for path in html.rglob("*.html"):
+        for classes in re.findall(r'class="([^"]*)"', path.read_text()):
+            classes = classes.split()
+            assert "system-message" not in classes, (path, "docutils system message")
+            assert "contents" not in classes or FURO_ESCAPE in classes, (
+                path, "Furo shows an error box for a `.. contents::` table of contents")
     # no progress bars and no local paths in the output boxes
     for path in (html / "auto_examples").glob("*.html"):
         text = path.read_text()

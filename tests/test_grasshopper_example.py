@@ -4,12 +4,13 @@ import runpy
 import sys
 
 import pytest
+from extras import need
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "grasshopper_stimulus.py")
 
 
 def test_example_smoke(tmp_path, monkeypatch):
-    pytest.importorskip("nitime")
+    need("nitime")
     argv = ["grasshopper_stimulus.py", "--num-steps", "3", "--train-duration", "0.5",
             "--test-duration", "0.5", "--out", str(tmp_path), "--quiet"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -32,7 +33,7 @@ def mod_spikes():
 
 
 def test_example_windowed_training(tmp_path):
-    pytest.importorskip("nitime")
+    need("nitime")
     mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
     result = mod["main"](mod["parse_args"](
         ["--num-steps", "2", "--train-duration", "1", "--test-duration", "0.5",
@@ -42,7 +43,7 @@ def test_example_windowed_training(tmp_path):
 
 
 def test_bad_arguments():
-    pytest.importorskip("nitime")
+    need("nitime")
     mod = runpy.run_path(EXAMPLE, run_name="grasshopper_example")
     with pytest.raises(ValueError, match="train-duration"):
         mod["main"](mod["parse_args"](["--train-duration", "10", "--num-steps", "1", "--quiet"]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from extras import need
 from pyro_spikes import io as psio
 from pyro_spikes.distributions import SpikingPointProcess
 from pyro_spikes.spikes import pack_spikes
@@ -39,8 +40,8 @@ def test_dict_round_trip_and_errors():
 
 
 def test_neo_round_trip_with_units():
-    neo = pytest.importorskip("neo")
-    pq = pytest.importorskip("quantities")
+    neo = need("neo")
+    pq = need("quantities")
     trains = [neo.SpikeTrain(v * 1000.0, units="ms", t_start=1000.0 * pq.ms,
                              t_stop=4000.0 * pq.ms, name=k) for k, v in _absolute().items()]
     rec = psio.from_neo(trains, dtype=torch.float64)  # rescaled to seconds
@@ -59,7 +60,7 @@ def test_neo_round_trip_with_units():
 
 
 def test_pynapple_round_trip():
-    nap = pytest.importorskip("pynapple")
+    nap = need("pynapple")
     group = nap.TsGroup({i: nap.Ts(t=v) for i, v in enumerate(_absolute().values())},
                         time_support=nap.IntervalSet(start=1.0, end=4.0))
     rec = psio.from_pynapple(group, dtype=torch.float64)
@@ -80,7 +81,7 @@ def test_pynapple_round_trip():
 
 
 def test_nwb_file_round_trip(tmp_path):
-    pynwb = pytest.importorskip("pynwb")
+    pynwb = need("pynwb")
     rec = psio.from_dict(_absolute(), t_start=1.0, t_stop=4.0, dtype=torch.float64)
     nwb = pynwb.NWBFile(session_description="pyro_spikes io test", identifier="io-test",
                         session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
@@ -106,7 +107,7 @@ def test_nwb_file_round_trip(tmp_path):
 
 
 def test_nwb_mixed_obs_intervals_need_an_interval():
-    pynwb = pytest.importorskip("pynwb")
+    pynwb = need("pynwb")
     nwb = pynwb.NWBFile(session_description="x", identifier="y",
                         session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
     nwb.add_unit(spike_times=[0.5], obs_intervals=[[0.0, 1.0]])

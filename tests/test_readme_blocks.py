@@ -17,6 +17,7 @@ import sys
 import tomllib
 
 import pytest
+from extras import missing_extra, reason
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md"] + sorted(
@@ -74,6 +75,10 @@ def test_python_block_runs(page, lang, code, line, tmp_path, monkeypatch):
     torch.set_num_threads(1)  # small tensors: threads only cost on a shared machine
     try:
         exec(compile(code, f"{page}:{line}", "exec"), {"__name__": "__main__"})
+    except ImportError as e:
+        if not missing_extra(e):
+            raise
+        pytest.skip(reason(missing_extra(e)))  # a block of an optional extra's page (Lightning, Neo, ...)
     finally:
         torch.set_num_threads(threads)
 
@@ -141,3 +146,15 @@ def test_shell_blocks():
     proc = subprocess.run([sys.executable, "-c", _CHECK_ARGS], input="\n".join(scripts),
                           text=True, capture_output=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_ci_runs_readme_setup_commands_verbatim():
+    # .ci/run reads README's two set-up commands with this script and runs them as they are
+    import runpy
+
+    commands = runpy.run_path(os.path.join(ROOT, ".ci", "readme_commands.py"))["setup_commands"]()
+    assert len(commands) == 2
+    assert all(c.startswith('pip install torch==2.13.0 -e ".[test]" && ') for c in commands)
+    assert commands[1].endswith("python -m pytest -q")
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    assert "readme_commands.py" in ci and 'bash -c "$cmd"' in ci
