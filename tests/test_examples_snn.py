@@ -1,5 +1,6 @@
 """Smoke tests of the SNN examples and the SVI benchmark (tiny settings, into tmp_path)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,14 @@ def test_gradient_variance(tmp_path):
     assert "robust std" in out and "tail share" in out and "| 1 |" in out
     assert "REINFORCE / path-wise std ratio" in out and "seed 1:" in out
     assert (tmp_path / "gradient_variance.png").stat().st_size > 0
+    # the results file holds what was printed, with where it came from
+    record = json.load(open(tmp_path / "gradient_variance.json"))
+    assert record["run"]["command"].startswith("python examples/gradient_variance.py")
+    assert record["run"]["commit"] != "unknown" and record["run"]["machine"]["cores"] >= 1
+    seeds = record["results"]["seeds"]
+    assert sorted(seeds) == ["0", "1"] and record["results"]["settings"]["num_steps"] == 4
+    est, lo, hi = seeds["1"]["reinforce"]["std"]
+    assert f"{est:.4g} [{lo:.4g}, {hi:.4g}]" in out
 
 
 def test_gradient_variance_needs_four_repeats(tmp_path):
