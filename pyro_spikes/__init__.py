@@ -16,9 +16,12 @@ from pyro_spikes.spikes import (
     pack_spikes,
     select_neurons,
     spike_mask,
+    to_dense,
+    to_index,
     trim_padding,
     unpack_spikes,
     validate_events,
+    validate_index_events,
 )
 from pyro_spikes.windows import split_windows
 
@@ -43,7 +46,10 @@ __all__ = [
     "select_neurons",
     "spike_mask",
     "split_windows",
+    "to_dense",
+    "to_index",
     "trim_padding",
     "unpack_spikes",
     "validate_events",
+    "validate_index_events",
 ]

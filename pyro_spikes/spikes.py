@@ -13,6 +13,15 @@ A realisation on :math:`[0, T]` of a :math:`D`-neuron process is one float tenso
 Rows are sorted by time and padding rows carry time :math:`T`, so they sit at the end. Since
 a zero mark adds nothing to a membrane potential, exact, relaxed and padded events all flow
 through the same recursions.
+
+**The index layout** (``layout="index"``) stores exact spikes in O(spikes) memory, whatever
+:math:`D`: a float tensor of shape ``batch_shape + (capacity, 2)`` whose rows are
+(time, neuron index), the index held as a float (exact up to :math:`2^{24}` neurons in float32,
+:math:`2^{53}` in float64); a padding row is :math:`(T, -1)`. A dense row's mark is
+:math:`e_d`, an index row's mark is :math:`d`: :func:`to_index` and :func:`to_dense` convert
+losslessly between the two, :func:`validate_index_events` checks an index-layout tensor, and
+:func:`pack_spikes` and :func:`unpack_spikes` take ``layout=``. Relaxed (soft) marks exist only
+in the dense layout: a soft mark spreads one candidate over several neurons.
 """
 
 import numbers
@@ -20,14 +29,28 @@ import numbers
 import torch
 
 __all__ = [
+    "LAYOUTS",
     "num_spikes",
     "pack_spikes",
     "select_neurons",
     "spike_mask",
+    "to_dense",
+    "to_index",
     "trim_padding",
     "unpack_spikes",
     "validate_events",
+    "validate_index_events",
 ]
+
+#: The two spike-train layouts, one-hot marks (``"dense"``) and neuron indices (``"index"``).
+LAYOUTS = ("dense", "index")
+
+
+def check_layout(layout):
+    """``layout`` itself, or a :class:`ValueError` naming it."""
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
 
 
 def _is_train(obj):
@@ -37,9 +60,11 @@ def _is_train(obj):
     return getattr(obj, "ndim", 2) <= 1
 
 
-def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=None):
+def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=None,
+                layout="dense"):
     """
-    Pack per-neuron spike times into the ``events`` layout.
+    Pack per-neuron spike times into the ``events`` layout (``layout="dense"``, shape
+    ``(capacity, 1 + D)``) or the index layout (``layout="index"``, shape ``(capacity, 2)``).
 
     :param times_per_neuron: one 1-D array of spike times per neuron (list of length ``D``),
         or, for a batch, a list of such lists (all with the same ``D``).
@@ -47,9 +72,12 @@ def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=No
         :math:`[0, T]`.
     :param int capacity: number of rows; defaults to the largest spike count in the batch.
         Raises :class:`ValueError` naming ``capacity`` if a train has more spikes.
-    :returns: tensor of shape ``(capacity, 1 + D)`` or ``(B, capacity, 1 + D)``.
+    :param str layout: ``"dense"`` (one-hot marks) or ``"index"`` (neuron indices).
+    :returns: tensor of shape ``(capacity, 1 + D)`` or ``(B, capacity, 1 + D)`` (dense), or
+        ``(capacity, 2)`` or ``(B, capacity, 2)`` (index); simultaneous spikes in neuron order.
     :rtype: torch.Tensor
     """
+    check_layout(layout)
     if dtype is None:
         dtype = torch.get_default_dtype()
     duration = float(duration)
@@ -68,13 +96,15 @@ def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=No
             )
         times, labels = [], []
         for d, train in enumerate(trains):
+            where = (f"times_per_neuron[{b}][{d}] (sequence {b}, neuron {d})" if batched
+                     else f"times_per_neuron[{d}] (neuron {d})")
             t = torch.as_tensor(train, dtype=dtype).reshape(-1).cpu()
             if t.numel():
                 if not torch.isfinite(t).all():
-                    raise ValueError(f"times_per_neuron[{b}][{d}] has non-finite spike times")
+                    raise ValueError(f"{where} has non-finite spike times")
                 if (t < 0).any() or (t > duration).any():
                     raise ValueError(
-                        f"times_per_neuron[{b}][{d}] has spike times outside [0, duration={duration}]"
+                        f"{where} has spike times outside [0, duration={duration}]"
                     )
             times.append(t)
             labels.append(torch.full((t.numel(),), d, dtype=torch.long))
@@ -89,12 +119,20 @@ def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=No
         raise ValueError(
             f"capacity={capacity} is too small: a spike train has {max_count} spikes"
         )
-    out = torch.zeros(len(batch), capacity, 1 + num_neurons, dtype=dtype)
-    out[..., 0] = duration
-    for b, (t, lab) in enumerate(flat):
-        n = t.numel()
-        out[b, :n, 0] = t
-        out[b, torch.arange(n), 1 + lab] = 1.0
+    if layout == "index":
+        out = torch.full((len(batch), capacity, 2), -1.0, dtype=dtype)
+        out[..., 0] = duration
+        for b, (t, lab) in enumerate(flat):
+            n = t.numel()
+            out[b, :n, 0] = t
+            out[b, :n, 1] = lab.to(dtype)
+    else:
+        out = torch.zeros(len(batch), capacity, 1 + num_neurons, dtype=dtype)
+        out[..., 0] = duration
+        for b, (t, lab) in enumerate(flat):
+            n = t.numel()
+            out[b, :n, 0] = t
+            out[b, torch.arange(n), 1 + lab] = 1.0
     out = out.to(device=device)
     return out if batched else out[0]
 
@@ -109,16 +147,28 @@ def num_spikes(events):
     return events[..., 1:].sum(-2)
 
 
-def unpack_spikes(events):
+def unpack_spikes(events, layout="dense", num_neurons=None):
     """
     Inverse of :func:`pack_spikes` for exact (one-hot) marks.
 
-    :param torch.Tensor events: tensor of shape ``batch_shape + (capacity, 1 + D)``.
+    :param torch.Tensor events: tensor of shape ``batch_shape + (capacity, 1 + D)``, or
+        ``batch_shape + (capacity, 2)`` with ``layout="index"``.
+    :param str layout: ``"dense"`` or ``"index"``.
+    :param int num_neurons: :math:`D` of an index-layout input (required there: silent
+        neurons at the top have no row to count them).
     :returns: for an unbatched input a list of ``D`` 1-D tensors of spike times; otherwise
         nested lists following ``batch_shape``.
     """
-    if events.dim() < 2:
-        raise ValueError(f"events must have shape (..., capacity, 1 + D), got {tuple(events.shape)}")
+    if check_layout(layout) == "index":
+        if num_neurons is None:
+            raise ValueError("unpack_spikes with layout='index' needs num_neurons (D)")
+        labels = _index_labels(events, _check_num_neurons(num_neurons), "events")
+        if events.dim() > 2:
+            return [unpack_spikes(e, "index", num_neurons) for e in events]
+        return [events[labels == d, 0] for d in range(int(num_neurons))]
+    if not isinstance(events, torch.Tensor) or events.dim() < 2:
+        got = tuple(events.shape) if isinstance(events, torch.Tensor) else type(events).__name__
+        raise ValueError(f"events must have shape (..., capacity, 1 + D), got {got}")
     marks = events[..., 1:]
     hard = (marks == 0) | (marks == 1)
     if not bool(hard.all()) or bool((marks.sum(-1) > 1).any()):
@@ -220,3 +270,97 @@ def trim_padding(events, duration):
     idx = real.nonzero()
     keep = int(idx.max()) + 1 if idx.numel() else 1
     return events[..., :keep, :]
+
+
+def _check_num_neurons(num_neurons):
+    if isinstance(num_neurons, bool) or not isinstance(num_neurons, numbers.Integral) \
+            or num_neurons < 1:
+        raise ValueError(f"num_neurons must be an integer >= 1, got {num_neurons!r}")
+    return int(num_neurons)
+
+
+def _check_index_shape(events, name):
+    if not isinstance(events, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(events).__name__}")
+    if not events.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (time, index), got {events.dtype}")
+    if events.dim() < 2 or events.shape[-1] != 2:
+        raise ValueError(
+            f"{name} must have shape (..., capacity, 2) (time, neuron index) in the index "
+            f"layout, got {tuple(events.shape)}"
+        )
+
+
+def _index_labels(events, num_neurons, name):
+    """The neuron indices of index-layout ``events`` as int64 (-1 = padding), checked."""
+    _check_index_shape(events, name)
+    labels = events[..., 1]
+    if labels.numel():
+        if not bool(torch.isfinite(labels).all()):
+            raise ValueError(f"{name} contains NaN or infinite neuron indices (column 1)")
+        low, high = labels.aminmax()
+        if bool(low < -1) or bool(high >= num_neurons) or bool((labels != labels.round()).any()):
+            raise ValueError(
+                f"{name} neuron indices (column 1) must be integers in [0, {num_neurons}) or -1 "
+                "(padding)"
+            )
+    return labels.long()
+
+
+def validate_index_events(events, duration, num_neurons, name="events"):
+    """
+    Check that ``events`` follows the index layout, raising :class:`ValueError` naming the
+    problem: shape ``(..., capacity, 2)``, finite times in :math:`[0, T]`, sorted, neuron
+    indices integers in :math:`[0, D)` or :math:`-1` (padding, at time :math:`T` only).
+    """
+    _check_index_shape(events, name)
+    if events.numel() == 0:
+        return
+    # one reduction first: a sum of in-range entries is finite (see validate_events)
+    if not bool(torch.isfinite(events.sum())) and not bool(torch.isfinite(events).all()):
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    times = events[..., 0]
+    t_min, t_max = times.aminmax()
+    if bool(t_min < 0) or bool(t_max > duration):
+        raise ValueError(f"{name} has spike times outside [0, duration={float(duration)}]")
+    if events.shape[-2] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
+        raise ValueError(f"{name} spike times must be sorted in increasing order along dim -2")
+    labels = _index_labels(events, num_neurons, name)
+    if bool(((labels < 0) & (times < duration)).any()):
+        raise ValueError(
+            f"{name} has padding rows (index -1) at times before duration={float(duration)}"
+        )
+
+
+def to_index(events, duration):
+    """
+    The index layout ``batch + (capacity, 2)`` of dense exact ``events``
+    ``batch + (capacity, 1 + D)``: rows (time, neuron index), padding :math:`(T, -1)`.
+    Lossless: :func:`to_dense` inverts it.
+    """
+    if not isinstance(events, torch.Tensor) or events.dim() < 2 or events.shape[-1] < 2:
+        raise ValueError(
+            "events must be a tensor of shape (..., capacity, 1 + D) in the dense layout, got "
+            f"{tuple(getattr(events, 'shape', ()))}"
+        )
+    marks = events[..., 1:]
+    if bool((marks * (1 - marks)).any()) or bool((marks.sum(-1) > 1).any()):
+        raise ValueError("to_index needs exact one-hot (or zero) marks in events; a soft "
+                         "(relaxed) mark has no neuron index")
+    spike = (marks != 0).any(-1)
+    labels = torch.where(spike, marks.argmax(-1).to(events.dtype),
+                         torch.full_like(events[..., 0], -1.0))
+    times = torch.where(spike, events[..., 0], torch.full_like(events[..., 0], float(duration)))
+    return torch.stack([times, labels], -1)
+
+
+def to_dense(events, num_neurons):
+    """
+    The dense layout ``batch + (capacity, 1 + D)`` of index-layout ``events``
+    ``batch + (capacity, 2)`` (padding rows get a zero mark). Inverse of :func:`to_index`.
+    """
+    num_neurons = _check_num_neurons(num_neurons)
+    labels = _index_labels(events, num_neurons, "events")
+    marks = events.new_zeros(events.shape[:-1] + (num_neurons + 1,))
+    marks.scatter_(-1, torch.where(labels < 0, num_neurons, labels).unsqueeze(-1), 1.0)
+    return torch.cat([events[..., :1], marks[..., :-1]], -1)
