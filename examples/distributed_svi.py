@@ -174,7 +174,7 @@ def parser():
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
     p.add_argument("--num-threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", default="distributed_svi_out")
+    p.add_argument("--out", default="out/distributed_svi")
     return p
 
 

@@ -242,7 +242,7 @@ def parse_args(argv=None):
     p.add_argument("--windows-per-step", type=int, default=4)
     p.add_argument("--hold-ms", type=float, default=0.5, help="stimulus bin (ms)")
     p.add_argument("--upper-bound", type=float, default=400.0, help="a (Hz)")
-    p.add_argument("--out", default="grasshopper_out")
+    p.add_argument("--out", default="out/grasshopper_stimulus")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 

@@ -158,3 +158,14 @@ def test_ci_runs_readme_setup_commands_verbatim():
     assert commands[1].endswith("python -m pytest -q")
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert "readme_commands.py" in ci and 'bash -c "$cmd"' in ci
+
+
+def test_every_example_is_in_readme_and_writes_to_out_its_name():
+    # one output convention (--out, default out/<name>) and README's table lists every example
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    for path in sorted(glob.glob(os.path.join(ROOT, "examples", "*.py"))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        assert f"| `examples/{name}.py` |" in readme, f"{name}.py is not in README's table"
+        source = open(path, encoding="utf-8").read()
+        assert re.search(rf'add_argument\("--out", default="out/{name}"', source), (
+            f"{name}.py: --out must default to out/{name}")
