@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+from math import floor, log10
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(DOCS)
@@ -48,8 +49,6 @@ def num(x, digits=3):
     """``digits`` significant digits, thousands separated, no exponent below 1e7."""
     if x == 0:
         return "0"
-    from math import floor, log10
-
     decimals = max(digits - 1 - int(floor(log10(abs(x)))), 0)
     return f"{x:,.{decimals}f}"
 

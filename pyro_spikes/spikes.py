@@ -119,20 +119,14 @@ def pack_spikes(times_per_neuron, duration, capacity=None, dtype=None, device=No
         raise ValueError(
             f"capacity={capacity} is too small: a spike train has {max_count} spikes"
         )
-    if layout == "index":
-        out = torch.full((len(batch), capacity, 2), -1.0, dtype=dtype)
-        out[..., 0] = duration
-        for b, (t, lab) in enumerate(flat):
-            n = t.numel()
-            out[b, :n, 0] = t
-            out[b, :n, 1] = lab.to(dtype)
-    else:
-        out = torch.zeros(len(batch), capacity, 1 + num_neurons, dtype=dtype)
-        out[..., 0] = duration
-        for b, (t, lab) in enumerate(flat):
-            n = t.numel()
-            out[b, :n, 0] = t
-            out[b, torch.arange(n), 1 + lab] = 1.0
+    out = torch.full((len(batch), capacity, 2), -1.0, dtype=dtype)
+    out[..., 0] = duration
+    for b, (t, lab) in enumerate(flat):
+        n = t.numel()
+        out[b, :n, 0] = t
+        out[b, :n, 1] = lab.to(dtype)
+    if layout == "dense":
+        out = to_dense(out, num_neurons)
     out = out.to(device=device)
     return out if batched else out[0]
 
