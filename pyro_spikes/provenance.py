@@ -17,7 +17,7 @@ __all__ = ["cpu_model", "run_record", "write_results"]
 
 
 def cpu_model():
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -11,7 +11,8 @@ from extras import missing_extra
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = ["pyro_spikes", "pyro_spikes.spikes", "pyro_spikes.distributions",
            "pyro_spikes.distributions.kernels", "pyro_spikes.models", "pyro_spikes.nn",
-           "pyro_spikes.scoring", "pyro_spikes.diagnostics", "pyro_spikes.plot"]
+           "pyro_spikes.scoring", "pyro_spikes.diagnostics", "pyro_spikes.plot",
+           "pyro_spikes.provenance", "pyro_spikes.windows"]
 
 
 def documented():

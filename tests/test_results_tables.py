@@ -101,3 +101,23 @@ def test_no_new_table_of_numbers_outside_a_results_region():
             f"{page}: {found} tables of numbers outside results regions (at most {allowed}): "
             "have the script write a results file and render the table with "
             "docs/render_tables.py")
+
+
+def test_write_results_records_where_a_result_came_from(tmp_path):
+    from pyro_spikes.provenance import write_results
+
+    script = os.path.join(ROOT, "examples", "quickstart.py")
+    path = tmp_path / "sub" / "r.json"
+    write_results(str(path), {"x": [1.5, 2]}, argv=[script, "--seed", "3", "--out", "a b"])
+    record = json.loads(path.read_text())
+    assert record["results"] == {"x": [1.5, 2]}
+    run = record["run"]
+    # the command as typed from the repository root, quoted where needed
+    assert run["command"] == "python examples/quickstart.py --seed 3 --out 'a b'"
+    assert re.fullmatch(r"[0-9a-f]{10}(\+dirty)?", run["commit"]), run["commit"]
+    assert run["machine"]["cores"] >= 1 and run["threads"] >= 1
+    # outside a git checkout the commit is "unknown", not an error
+    outside = tmp_path / "script.py"
+    outside.write_text("")
+    assert write_results(str(tmp_path / "o.json"), {}, argv=[str(outside)])["run"][
+        "commit"] == "unknown"
