@@ -254,12 +254,16 @@ def select_neurons(events, neurons, duration):
     return torch.cat([times.unsqueeze(-1), marks], -1)
 
 
-def trim_padding(events, duration):
+def trim_padding(events, duration, layout="dense"):
     """
-    Drop the trailing rows that are padding (zero mark at time ``duration``) in every
-    realisation of the batch, keeping at least one row. Nothing else changes.
+    Drop the trailing rows that are padding (time ``duration`` and a zero mark, or index
+    :math:`-1` in the index layout) in every realisation of the batch, keeping at least one
+    row. Nothing else changes.
     """
-    pad = (events[..., 1:] == 0).all(-1) & (events[..., 0] >= duration)
+    if check_layout(layout) == "index":
+        pad = (events[..., 1] < 0) & (events[..., 0] >= duration)
+    else:
+        pad = (events[..., 1:] == 0).all(-1) & (events[..., 0] >= duration)
     real = ~pad.reshape(-1, pad.shape[-1]).all(0)
     idx = real.nonzero()
     keep = int(idx.max()) + 1 if idx.numel() else 1
@@ -326,6 +330,11 @@ def validate_index_events(events, duration, num_neurons, name="events"):
         )
 
 
+def _exact_marks(marks):
+    """Whether every mark ``(..., D)`` is one-hot or zero, i.e. has a neuron index (or none)."""
+    return not (bool((marks * (1 - marks)).any()) or bool((marks.sum(-1) > 1).any()))
+
+
 def to_index(events, duration):
     """
     The index layout ``batch + (capacity, 2)`` of dense exact ``events``
@@ -338,7 +347,7 @@ def to_index(events, duration):
             f"{tuple(getattr(events, 'shape', ()))}"
         )
     marks = events[..., 1:]
-    if bool((marks * (1 - marks)).any()) or bool((marks.sum(-1) > 1).any()):
+    if not _exact_marks(marks):
         raise ValueError("to_index needs exact one-hot (or zero) marks in events; a soft "
                          "(relaxed) mark has no neuron index")
     spike = (marks != 0).any(-1)

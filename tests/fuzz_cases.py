@@ -19,7 +19,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyro_spikes import pack_spikes, select_neurons, trim_padding, unpack_spikes, validate_events
+from pyro_spikes import (pack_spikes, select_neurons, trim_padding, unpack_spikes, validate_events,
+                         validate_index_events)
 from pyro_spikes.distributions import (
     HawkesProcess,
     PoissonProcess,
@@ -313,7 +314,9 @@ def check_hawkes_chunk(case):
 # processes: constructors, sample, log_prob, intensity, compensator
 PROCESS_NAMES = ["rate", "baseline", "adjacency", "decay", "bias", "weight", "time_constants",
                  "upper_bound", "capacity", "duration", "value", "t", "neurons", "context",
-                 "temperature", "max_step", "D >= 1", "quadrature_order", "events"]
+                 "temperature", "max_step", "D >= 1", "quadrature_order", "events", "layout"]
+
+LAYOUT_CHOICES = ["dense", "dense", "index", "sparse"]
 
 
 def exercise(process, names, cross_check, num_samples=2):
@@ -322,7 +325,10 @@ def exercise(process, names, cross_check, num_samples=2):
     x = named_call(names, process.sample, (num_samples,))
     if x is None:
         return
-    validate_events(x, process.duration, process.num_neurons)
+    if process.layout == "index":
+        validate_index_events(x, process.duration, process.num_neurons)
+    else:
+        validate_events(x, process.duration, process.num_neurons)
     lp = named_call(names, process.log_prob, x)
     if lp is None:
         return
@@ -332,7 +338,11 @@ def exercise(process, names, cross_check, num_samples=2):
         fast, slow = both_paths(lambda: process.log_prob(x))
         close(fast, slow, lp.dtype, scale=1 + slow.abs().max())
     # malformed values: a named error whatever validate_args says
-    for bad in (x[..., :-1], x[..., 0], x.tolist(), x.bool()):
+    bad_values = [x[..., :-1], x[..., 0], x.tolist(), x.bool()]
+    if process.layout == "index" and x.numel():  # an index out of range: never read past D
+        bad_values.append(torch.cat([x[..., :1], x[..., 1:].clamp(min=0) + process.num_neurons],
+                                    -1))
+    for bad in bad_values:
         assert named_call(names, process.log_prob, bad) is None, "malformed value accepted"
     t = torch.linspace(0, process.duration, 5, dtype=lp.dtype)
     clash = t.expand((x.shape[0] + 1,) + x.shape[1:-2] + (5,))  # batch (3, ...) vs (2, ...)
@@ -361,13 +371,14 @@ def poisson_case(draw):
     duration = draw(st.sampled_from([1.0, 3.0, 0.0, -1.0, math.inf, math.nan, 1e-3]))
     capacity = draw(st.sampled_from([None, None, 1, 50, 0]))
     validate = draw(st.booleans())
-    return rate, duration, capacity, validate
+    layout = draw(st.sampled_from(LAYOUT_CHOICES))
+    return rate, duration, capacity, validate, layout
 
 
 def check_poisson(case):
-    rate, duration, capacity, validate = case
+    rate, duration, capacity, validate, layout = case
     p = named_call(PROCESS_NAMES, PoissonProcess, rate, duration, capacity=capacity,
-                   validate_args=validate)
+                   validate_args=validate, layout=layout)
     if p is None:
         return
     ok = bool((torch.isfinite(rate) & (rate >= 0)).all())
@@ -391,13 +402,14 @@ def hawkes_case(draw):
     validate = draw(st.booleans())
     if draw(st.floats(0, 1)) < 0.1:
         decay = decay.to(torch.float32 if dtype == torch.float64 else torch.float64)
-    return baseline, adjacency, decay, duration, capacity, validate
+    layout = draw(st.sampled_from(LAYOUT_CHOICES))
+    return baseline, adjacency, decay, duration, capacity, validate, layout
 
 
 def check_hawkes(case):
-    baseline, adjacency, decay, duration, capacity, validate = case
+    baseline, adjacency, decay, duration, capacity, validate, layout = case
     p = named_call(PROCESS_NAMES, HawkesProcess, baseline, adjacency, decay, duration,
-                   capacity=capacity, validate_args=validate)
+                   capacity=capacity, validate_args=validate, layout=layout)
     if p is None:
         return
     if decay.dim() >= 1 and decay.shape[-1] == p.num_neurons:  # torch's broadcasting
@@ -427,11 +439,12 @@ def spiking_case(draw):
     neurons = draw(st.sampled_from([None, None, [0], [0, 0], [5], [-1], []]))
     validate = draw(st.booleans())
     max_step = draw(st.sampled_from([None, None, 0.5, 0.0, -1.0, math.nan]))
-    return bias, weight, tau, upper, duration, neurons, validate, max_step
+    layout = draw(st.sampled_from(LAYOUT_CHOICES))
+    return bias, weight, tau, upper, duration, neurons, validate, max_step, layout
 
 
 def check_spiking(case):
-    bias, weight, tau, upper, duration, neurons, validate, max_step = case
+    bias, weight, tau, upper, duration, neurons, validate, max_step, layout = case
     context = None
     if neurons is not None and bias.shape[-1] > 1:
         context = torch.tensor([[0.3] + [1.0] + [0.0] * (bias.shape[-1] - 2),
@@ -440,7 +453,7 @@ def check_spiking(case):
             context = context[..., :1]  # a context of the wrong width
     p = named_call(PROCESS_NAMES, SpikingPointProcess, bias, weight, tau, duration,
                    upper_bound=upper, neurons=neurons, context=context, max_step=max_step,
-                   validate_args=validate)
+                   validate_args=validate, layout=layout)
     if p is None:
         return
     ok = params_valid(bias=bias, weight=weight, tau=tau) and bool((tau > 0).all()) and \

@@ -4,7 +4,8 @@ A batch of different parameters is a batch of independent distributions: for eve
 time, and ``sample`` gives each member its own parameters' statistics. Both code paths
 (``loop_backend``). A batched evaluation that mixes members (a sum over the whole batch where a
 sum over neurons was meant, a broadcast against the wrong axis) fails here, while every test of
-one parameter vector would pass.
+one parameter vector would pass. The exact processes are checked in both layouts (``layout``):
+the index layout's gathers and scatters must keep the members apart too.
 """
 
 import math
@@ -14,7 +15,7 @@ import torch
 
 from pyro_spikes.distributions import (FilteredStimulus, HawkesProcess, PoissonProcess,
                                        RelaxedPointProcess, SpikingPointProcess, StochasticLIF)
-from pyro_spikes.spikes import pack_spikes
+from pyro_spikes.spikes import pack_spikes, to_dense, to_index
 
 DT = torch.float64
 B, D, T = 3, 2, 4.0
@@ -31,6 +32,24 @@ def _trains(seed, num_neurons=D, duration=T, rate=1.5):
             trains.append(sorted((torch.rand(n, generator=g, dtype=DT) * duration).tolist()))
         batch.append(trains)
     return batch
+
+
+@pytest.fixture(params=["dense", "index"])
+def layout(request):
+    """The layout of the values of an exact process (see pyro_spikes.spikes)."""
+    return request.param
+
+
+def _in(layout, events, duration=T):
+    """Dense ``events`` in ``layout``."""
+    return to_index(events, duration) if layout == "index" else events
+
+
+def _counts(events, layout, num_neurons):
+    """Spike counts per neuron ``(..., D)`` of a sample in ``layout``."""
+    if layout == "index":
+        events = to_dense(events, num_neurons)
+    return events[..., 1:].sum(-2)
 
 
 def _leaves(*tensors):
@@ -61,30 +80,32 @@ def _agree(make, params, value, rtol=1e-10, atol=1e-10, member_value=None):
 # ---------------------------------------------------------------- log_prob: exact processes
 
 
-def test_poisson(loop_backend):
+def test_poisson(loop_backend, layout):
     rate = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]], dtype=DT)
     value = pack_spikes(_trains(0), T, dtype=DT)
-    _agree(lambda r: PoissonProcess(r, T), [rate], value)
+    _agree(lambda r: PoissonProcess(r, T, layout=layout), [rate], _in(layout, value))
     # the closed form, member by member (issue 29's example: T = 2 gave -1.84, 2.01, -3.39)
     counts = value[..., 1:].sum(-2)
     want = (counts * rate.log() - T * rate).sum(-1)
-    assert torch.allclose(PoissonProcess(rate, T).log_prob(value), want, rtol=1e-12)
+    got = PoissonProcess(rate, T, layout=layout).log_prob(_in(layout, value))
+    assert torch.allclose(got, want, rtol=1e-12)
 
 
 @pytest.mark.parametrize("decay", ["per_member", "per_pair"])
-def test_hawkes(loop_backend, decay):
+def test_hawkes(loop_backend, decay, layout):
     baseline = torch.tensor([[0.5, 0.3], [1.0, 0.2], [0.1, 0.9]], dtype=DT)
     adjacency = torch.tensor([[[0.3, 0.2], [0.1, 0.4]], [[0.0, 0.5], [0.5, 0.0]],
                               [[0.6, 0.0], [0.2, 0.1]]], dtype=DT)
     if decay == "per_member":  # one decay per member: the uniform-decay code path
         beta = torch.tensor([1.0, 2.5, 0.7], dtype=DT)
-        make = lambda mu, a, b: HawkesProcess(mu, a, b.unsqueeze(-1).unsqueeze(-1), T)  # noqa: E731
+        make = lambda mu, a, b: HawkesProcess(mu, a, b.unsqueeze(-1).unsqueeze(-1), T,  # noqa: E731
+                                              layout=layout)
     else:
         beta = torch.tensor([[[1.0, 2.0], [0.5, 3.0]], [[1.5, 1.5], [0.8, 2.2]],
                              [[0.4, 1.1], [2.0, 0.9]]], dtype=DT)
-        make = lambda mu, a, b: HawkesProcess(mu, a, b, T)  # noqa: E731
+        make = lambda mu, a, b: HawkesProcess(mu, a, b, T, layout=layout)  # noqa: E731
     value = pack_spikes(_trains(1), T, dtype=DT)
-    _agree(make, [baseline, adjacency, beta], value)
+    _agree(make, [baseline, adjacency, beta], _in(layout, value))
 
 
 def _spiking_params(seed=2, num_neurons=D, num_basis=2):
@@ -96,13 +117,13 @@ def _spiking_params(seed=2, num_neurons=D, num_basis=2):
     return bias, weight, tau, bound
 
 
-def test_spiking(loop_backend):
+def test_spiking(loop_backend, layout):
     value = pack_spikes(_trains(3), T, dtype=DT)
-    _agree(lambda b, w, tau, a: SpikingPointProcess(b, w, tau, T, upper_bound=a),
-           _spiking_params(), value)
+    _agree(lambda b, w, tau, a: SpikingPointProcess(b, w, tau, T, upper_bound=a, layout=layout),
+           _spiking_params(), _in(layout, value))
 
 
-def test_spiking_with_stimulus_and_history(loop_backend):
+def test_spiking_with_stimulus_and_history(loop_backend, layout):
     g = torch.Generator().manual_seed(4)
     times = torch.tensor([-0.5, 0.4, 1.3, 2.2, 3.1], dtype=DT)
     x = torch.randn(B, 5, 2, generator=g, dtype=DT)
@@ -114,21 +135,22 @@ def test_spiking_with_stimulus_and_history(loop_backend):
 
     def make(b, w, tau, a, x, sw, st, hist):
         return SpikingPointProcess(b, w, tau, T, upper_bound=a, history=hist,
-                                   stimulus=FilteredStimulus(x, times, sw, st))
+                                   stimulus=FilteredStimulus(x, times, sw, st), layout=layout)
 
-    _agree(make, [*_spiking_params(), x, s_weight, s_tau, history], value)
+    _agree(make, [*_spiking_params(), x, s_weight, s_tau, history], _in(layout, value))
 
 
-def test_spiking_subnetwork_with_context(loop_backend):
+def test_spiking_subnetwork_with_context(loop_backend, layout):
     # neuron 0 and 2 modelled, neuron 1 the (different per member) context
     trains = _trains(7, num_neurons=3)
     modelled = pack_spikes([[t[0], t[2]] for t in trains], T, dtype=DT)
     context = pack_spikes([[t[1]] for t in trains], T, dtype=DT)
 
     def make(b, w, tau, a, ctx):
-        return SpikingPointProcess(b, w, tau, T, upper_bound=a, neurons=[0, 2], context=ctx)
+        return SpikingPointProcess(b, w, tau, T, upper_bound=a, neurons=[0, 2], context=ctx,
+                                   layout=layout)
 
-    _agree(make, [*_spiking_params(num_neurons=3), context], modelled)
+    _agree(make, [*_spiking_params(num_neurons=3), context], _in(layout, modelled))
 
 
 # ---------------------------------------------------------------- log_prob: relaxed
@@ -181,35 +203,35 @@ def test_stochastic_lif_rsample(loop_backend):
 # ---------------------------------------------------------------- sample: each its own law
 
 
-def _mean_counts(events):
-    return events[..., 1:].sum(-2).mean(0)
+def _mean_counts(events, layout, num_neurons):
+    return _counts(events, layout, num_neurons).mean(0)
 
 
-def test_poisson_sample_members_have_their_own_rates(loop_backend):
+def test_poisson_sample_members_have_their_own_rates(loop_backend, layout):
     rate = torch.tensor([[0.5], [2.0], [8.0]], dtype=DT)
     n, duration = 400, 10.0
     torch.manual_seed(10)
-    counts = _mean_counts(PoissonProcess(rate, duration).sample((n,)))[:, 0]
+    counts = _mean_counts(PoissonProcess(rate, duration, layout=layout).sample((n,)), layout, 1)[:, 0]
     want = rate[:, 0] * duration
     # the mean of n Poisson counts: standard error sqrt(rate T / n); 5 of them
     assert torch.all((counts - want).abs() < 5 * (want / n).sqrt()), (counts, want)
 
 
-def test_hawkes_sample_members_have_their_own_parameters(loop_backend):
+def test_hawkes_sample_members_have_their_own_parameters(loop_backend, layout):
     baseline = torch.tensor([[0.5, 0.2], [2.0, 1.0], [0.2, 3.0]], dtype=DT)
     adjacency = torch.tensor([[[0.3, 0.0], [0.0, 0.3]], [[0.0, 0.0], [0.0, 0.0]],
                               [[0.0, 0.5], [0.2, 0.0]]], dtype=DT)
     n, duration = 300, 40.0
     torch.manual_seed(11)
-    events = HawkesProcess(baseline, adjacency, 5.0, duration).sample((n,))
-    counts = events[..., 1:].sum(-2)  # (n, B, D)
+    events = HawkesProcess(baseline, adjacency, 5.0, duration, layout=layout).sample((n,))
+    counts = _counts(events, layout, 2)  # (n, B, D)
     # stationary mean (I - alpha)^{-1} mu T; decay 5 makes the start-up transient ~0.2 time units
     want = torch.linalg.solve(torch.eye(2, dtype=DT) - adjacency, baseline) * duration
     se = counts.std(0) / math.sqrt(n)
     assert torch.all((counts.mean(0) - want).abs() < 5 * se + 0.01 * want), (counts.mean(0), want)
 
 
-def test_spiking_sample_members_have_their_own_parameters(loop_backend):
+def test_spiking_sample_members_have_their_own_parameters(loop_backend, layout):
     # no coupling: Poisson with rate a sigma(b); the members' rates differ 20-fold
     bias = torch.tensor([[-3.0, 0.0], [0.0, 2.0], [2.0, -1.0]], dtype=DT)
     weight = torch.zeros(B, 1, 2, 2, dtype=DT)
@@ -217,7 +239,8 @@ def test_spiking_sample_members_have_their_own_parameters(loop_backend):
     n, duration = 300, 10.0
     torch.manual_seed(12)
     counts = _mean_counts(SpikingPointProcess(bias, weight, torch.ones(1, dtype=DT), duration,
-                                              upper_bound=bound).sample((n,)))
+                                              upper_bound=bound, layout=layout).sample((n,)),
+                          layout, 2)
     want = bound.unsqueeze(-1) * torch.sigmoid(bias) * duration
     assert torch.all((counts - want).abs() < 5 * (want / n).sqrt()), (counts, want)
 

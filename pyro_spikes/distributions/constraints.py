@@ -3,7 +3,14 @@
 import torch
 from torch.distributions import constraints
 
-__all__ = ["finite", "independent", "nonnegative_finite", "positive_finite", "spike_trains"]
+__all__ = [
+    "finite",
+    "independent",
+    "index_spike_trains",
+    "nonnegative_finite",
+    "positive_finite",
+    "spike_trains",
+]
 
 
 class _SpikeTrains(constraints.Constraint):
@@ -41,6 +48,38 @@ class _SpikeTrains(constraints.Constraint):
 
 
 spike_trains = _SpikeTrains
+
+
+class _IndexSpikeTrains(constraints.Constraint):
+    """
+    Realisations on ``[0, duration]`` of a ``num_neurons``-neuron process in the index layout
+    (see :mod:`pyro_spikes.spikes`): rows (time, neuron index) with sorted times in
+    ``[0, duration]`` and integer indices in ``[0, num_neurons)``, or :math:`-1` for a padding
+    row at time ``duration``.
+    """
+
+    event_dim = 2
+
+    def __init__(self, duration, num_neurons):
+        self.duration = float(duration)
+        self.num_neurons = int(num_neurons)
+        super().__init__()
+
+    def check(self, value):
+        times, labels = value[..., 0], value[..., 1]
+        ok = (times >= 0) & (times <= self.duration) & torch.isfinite(value).all(-1)
+        if value.shape[-2] > 1:
+            ok[..., 1:] &= times[..., 1:] >= times[..., :-1]
+        ok &= (labels == labels.round()) & (labels >= -1) & (labels < self.num_neurons)
+        ok &= (labels >= 0) | (times >= self.duration)
+        return ok.all(-1)
+
+    def __repr__(self):
+        return (f"IndexSpikeTrains(duration={self.duration}, "
+                f"num_neurons={self.num_neurons})")
+
+
+index_spike_trains = _IndexSpikeTrains
 
 
 class _Finite(constraints.Constraint):

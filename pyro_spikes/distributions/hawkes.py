@@ -20,6 +20,8 @@ from pyro_spikes.distributions.constraints import (
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     as_param,
+    mark_rows,
+    one_hot_marks,
     sequential_threads,
 )
 from pyro_spikes.distributions.scan import exp_decay_scan
@@ -64,6 +66,8 @@ class HawkesProcess(PointProcess):
         :math:`T\\,\\mathbf 1^\\top (I - \\alpha)^{-1} \\mu` plus eight standard deviations,
         computed when first sampling (it needs a spectral radius below one; pass ``capacity``
         to sample otherwise; scoring accepts any parameters and any number of rows).
+    :param str layout: ``"dense"`` or ``"index"``, the layout of samples and values (see
+        :class:`~pyro_spikes.distributions.PointProcess`).
     """
 
     arg_constraints = {
@@ -72,7 +76,8 @@ class HawkesProcess(PointProcess):
         "decay": independent(positive_finite, 2),
     }
 
-    def __init__(self, baseline, adjacency, decay, duration, capacity=None, validate_args=None):
+    def __init__(self, baseline, adjacency, decay, duration, capacity=None, validate_args=None,
+                 layout="dense"):
         baseline = as_param(baseline)
         adjacency = as_param(adjacency, baseline)
         decay = as_param(decay, baseline)
@@ -101,7 +106,7 @@ class HawkesProcess(PointProcess):
                 f"{tuple(decay.shape)} have incompatible shapes"
             ) from None
         self.baseline, self.adjacency, self.decay = baseline, adjacency, decay
-        super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
+        super().__init__(batch_shape, num_neurons, duration, capacity, validate_args, layout)
 
     def _default_capacity(self):
         duration = self.duration
@@ -133,7 +138,7 @@ class HawkesProcess(PointProcess):
         new.adjacency = self.adjacency.expand(batch_shape + (d, d))
         new.decay = self.decay.expand(batch_shape + (d, d))
         PointProcess.__init__(new, batch_shape, d, self.duration, self._capacity,
-                              validate_args=False)
+                              validate_args=False, layout=self.layout)
         new._validate_args = self._validate_args
         return new
 
@@ -148,13 +153,15 @@ class HawkesProcess(PointProcess):
         dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)  # (..., R-1, 1)
         if self._uniform_decay():
             beta = self.decay[..., :1, 0]  # batch + (1,)
-            x = torch.matmul(marks, jump.transpose(-1, -2)).unsqueeze(-3)  # (..., 1, R, D)
+            x = mark_rows(marks, jump.transpose(-1, -2)).unsqueeze(-3)  # (..., 1, R, D)
             h = exp_decay_scan(times, x, beta)[..., 0, :, :]  # (..., R, D)
             excite = h
             hp = (h + x[..., 0, :, :])[..., :-1, :]
             b = beta.unsqueeze(-1)
             integral = mu * dt + hp * (-torch.expm1(-b * dt)) / b
         else:
+            if marks.dtype == torch.long:  # every pair needs its source's mark: one-hot
+                marks = one_hot_marks(marks, d, mu)
             # one decay group per pair (i, j): x_{(i,j), r} = alpha_ij beta_ij m_{r,j}
             x = (jump.unsqueeze(-1) * marks.transpose(-1, -2).unsqueeze(-3))  # (..., D, D, R)
             x = x.reshape(x.shape[:-3] + (d * d, x.shape[-1], 1))

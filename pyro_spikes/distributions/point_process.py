@@ -10,9 +10,15 @@ from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 
 from pyro_spikes.distributions._checks import check_allocation
-from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.distributions.constraints import index_spike_trains, spike_trains
 from pyro_spikes.distributions.unavailable import NoMoments
-from pyro_spikes.spikes import trim_padding, validate_events
+from pyro_spikes.spikes import (
+    _index_labels,
+    check_layout,
+    trim_padding,
+    validate_events,
+    validate_index_events,
+)
 
 __all__ = ["PointProcess", "default_capacity"]
 
@@ -52,6 +58,49 @@ def uniform_order_statistics(counts, width, duration, like, name="rate"):
     times = torch.rand(valid.shape, dtype=torch.float64, device=like.device) * duration
     times = torch.where(valid, times, torch.full_like(times, duration)).sort(-1).values
     return times.to(like.dtype), valid
+
+
+def mark_rows(marks, table):
+    """
+    The rows' contributions :math:`\\sum_s m_{r,s}\\, \\mathrm{table}_{s,:}`: a product for
+    dense marks ``(..., R, S)``, a gather of table rows for labels ``(..., R)`` (int64, -1: no
+    mark, a zero row). ``table`` is ``(..., S, F)``; the result ``(..., R, F)``. This is how
+    both layouts share one set of recursions: only the rows' inputs are computed differently.
+    """
+    if marks.dtype != torch.long:
+        return torch.matmul(marks, table)
+    s, f = table.shape[-2:]
+    table = torch.cat([table, table.new_zeros(table.shape[:-2] + (1, f))], -2)
+    idx = torch.where(marks < 0, torch.full_like(marks, s), marks)
+    batch = torch.Size(broadcast_shape(table.shape[:-2], idx.shape[:-1]))
+    table = table.expand(batch + table.shape[-2:])
+    idx = idx.expand(batch + idx.shape[-1:])
+    return table.gather(-2, idx.unsqueeze(-1).expand(idx.shape + (f,)))
+
+
+def mark_sum(marks, values):
+    """
+    :math:`\\sum_r m_{r,d}\\, v_{r,d}`, shape ``(..., D)``, for dense marks ``(..., R, D)``
+    or labels ``(..., R)`` (int64, -1: no mark) and ``values`` ``(..., R, D)``. An entry without
+    a mark counts zero even where :math:`v = -\\infty` (a zero rate away from the spikes).
+    """
+    if marks.dtype != torch.long:
+        keep = (marks > 0) | torch.isfinite(values)
+        return torch.where(keep, marks * values, torch.zeros_like(values)).sum(-2)
+    d = values.shape[-1]
+    labels = marks.expand(values.shape[:-1])
+    picked = values.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    # unmarked rows land in a spare entry past the end, which is dropped
+    idx = torch.where(labels < 0, torch.full_like(labels, d), labels)
+    out = values.new_zeros(values.shape[:-2] + (d + 1,))
+    return out.scatter_add(-1, idx, picked)[..., :d]
+
+
+def one_hot_marks(labels, num_neurons, like):
+    """Dense marks ``(..., R, D)`` in ``like``'s dtype of labels ``(..., R)`` (-1: zero mark)."""
+    marks = like.new_zeros(labels.shape + (num_neurons + 1,))
+    idx = torch.where(labels < 0, torch.full_like(labels, num_neurons), labels)
+    return marks.scatter_(-1, idx.unsqueeze(-1), 1.0)[..., :num_neurons]
 
 
 class Stream:
@@ -165,13 +214,22 @@ class PointProcess(NoMoments, TorchDistribution):
     :param float duration: observation window :math:`T`.
     :param int capacity: number of rows of a sample (default: ``_default_capacity``,
         computed when first needed).
+    :param str layout: the layout of samples and of the values :meth:`log_prob` takes (see
+        :mod:`pyro_spikes.spikes`): ``"dense"`` (``event_shape = (capacity, 1 + D)``, one-hot
+        or soft marks) or ``"index"`` (``event_shape = (capacity, 2)``, rows (time, neuron
+        index), padding :math:`(T, -1)`: O(spikes) memory whatever :math:`D`). The likelihood
+        runs the same recursions for both: a row's input to the history is a product with its
+        mark in the dense layout and a gather by its index in the index layout
+        (:func:`mark_rows`, :func:`mark_sum`), so the two agree to rounding.
     """
 
     #: the names the caller knows the arguments by, for error messages (e.g. a model that
     #: passes its ``hidden_capacity`` as ``capacity``: ``{"capacity": "hidden_capacity"}``)
     _arg_names = {}
 
-    def __init__(self, batch_shape, num_neurons, duration, capacity=None, validate_args=None):
+    def __init__(self, batch_shape, num_neurons, duration, capacity=None, validate_args=None,
+                 layout="dense"):
+        self.layout = check_layout(layout)
         duration = check_duration(duration)
         if capacity is not None:
             capacity = int(capacity)
@@ -206,7 +264,12 @@ class PointProcess(NoMoments, TorchDistribution):
     @property
     def _event_shape(self):
         # computed on demand, so that scoring never needs the capacity
-        return torch.Size((self.capacity, 1 + self.num_neurons))
+        return torch.Size((self.capacity, self._width))
+
+    @property
+    def _width(self):
+        """Columns of a value: ``1 + D`` (dense) or 2 (index)."""
+        return 2 if self.layout == "index" else 1 + self.num_neurons
 
     @_event_shape.setter
     def _event_shape(self, value):
@@ -219,14 +282,19 @@ class PointProcess(NoMoments, TorchDistribution):
     # ------------------------------------------------------------------ validation
     @property
     def support(self):
+        if self.layout == "index":
+            return index_spike_trains(self.duration, self.num_neurons)
         return spike_trains(self.duration, self.num_neurons)
 
     def _validate_sample(self, value):
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"value must be a torch.Tensor, got {type(value).__name__}")
         # any number of rows: padding rows carry no information (see the class docstring)
-        # log_prob extends linearly to soft marks (relaxed histories), so accept the sub-simplex
-        validate_events(value, self.duration, self.num_neurons, relaxed=True, name="value")
+        if self.layout == "index":
+            validate_index_events(value, self.duration, self.num_neurons, name="value")
+        else:
+            # log_prob extends linearly to soft marks (relaxed histories): the sub-simplex
+            validate_events(value, self.duration, self.num_neurons, relaxed=True, name="value")
         try:
             broadcast_shape(value.shape[:-2], self.batch_shape)
         except ValueError:
@@ -245,10 +313,24 @@ class PointProcess(NoMoments, TorchDistribution):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
-        if value.dim() < 2 or value.shape[-1] != 1 + self.num_neurons or value.shape[-2] < 1:
+        if value.dim() < 2 or value.shape[-1] != self._width or value.shape[-2] < 1:
+            if self.layout == "index":
+                hint = ""
+                if value.dim() >= 2 and value.shape[-1] == 1 + self.num_neurons:
+                    hint = (": this is the dense layout; convert it with "
+                            "pyro_spikes.to_index(value, duration), or build the distribution "
+                            "with layout='dense'")
+                raise ValueError(
+                    f"{name} must have shape (..., capacity, 2) (layout='index': rows of time "
+                    f"and neuron index) with at least one row, got {tuple(value.shape)}{hint}"
+                )
+            hint = ""
+            if value.dim() >= 2 and value.shape[-1] == 2:
+                hint = (" (rows of time and neuron index are the index layout: build the "
+                        "distribution with layout='index')")
             raise ValueError(
                 f"{name} must have shape (..., capacity, 1 + D) with D={self.num_neurons} and "
-                f"at least one row, got {tuple(value.shape)}"
+                f"at least one row, got {tuple(value.shape)}{hint}"
             )
         try:
             broadcast_shape(value.shape[:-2], self.batch_shape)
@@ -272,8 +354,9 @@ class PointProcess(NoMoments, TorchDistribution):
         """Raise before sampling when ``n`` realisations of ``capacity`` rows cannot fit in
         memory (e.g. a default capacity derived from a huge rate)."""
         check_allocation(self._arg_names.get("capacity", "capacity"),
-                         float(n) * self.capacity * (1 + self.num_neurons), like.dtype,
+                         float(n) * self.capacity * self._width, like.dtype,
                          like.device, f"{n} realisations of capacity={self.capacity} rows")
+
     def rsample(self, sample_shape=torch.Size()):
         raise NotImplementedError(
             f"{type(self).__name__}.rsample: samples of a point process are not "
@@ -308,12 +391,29 @@ class PointProcess(NoMoments, TorchDistribution):
         """Map value marks ``(..., D)`` to the marks of the rows the intensity is computed on."""
         return marks
 
+    def _embed_labels(self, labels):
+        """Map value labels ``(...,)`` (-1: none) to labels of the intensity's neurons."""
+        return labels
+
+    def _value_marks(self, events):
+        """
+        The marks of the value's rows on the intensity's neurons: dense ``(..., C, D)``, or
+        in the index layout int64 labels ``(..., C)`` (-1: padding; checked here whatever
+        ``validate_args`` says, since a label out of range would index out of bounds).
+        """
+        if self.layout == "index":
+            return self._embed_labels(_index_labels(events, self.num_neurons, "value"))
+        return self._embed(events[..., 1:])
+
     def _select(self, x):
         """Pick the modelled neurons out of per-row terms (identity for a full network)."""
         return x
 
     def _context(self):
-        """Rows of exogenous events ``(times, marks)`` that drive but are not modelled."""
+        """
+        Rows of exogenous events ``(times, marks)`` that drive but are not modelled: marks
+        dense ``(..., C, D)`` or labels ``(..., C)``.
+        """
         return None
 
     def _breakpoints(self):
@@ -334,9 +434,19 @@ class PointProcess(NoMoments, TorchDistribution):
         """
         ref = self._params_like()
         events = events.to(dtype=ref.dtype, device=ref.device)
-        marks = self._embed(events[..., 1:])
-        num_marks = marks.shape[-1]
+        marks = self._value_marks(events)
         context = self._context()
+        if context is not None and (marks.dtype == torch.long) != (context[1].dtype == torch.long):
+            # labels beside dense (e.g. soft) marks: the rows take dense marks
+            ctx_times, ctx_marks = context
+            width = (ctx_marks if marks.dtype == torch.long else marks).shape[-1]
+            if marks.dtype == torch.long:
+                marks = one_hot_marks(marks, width, ref)
+            else:
+                ctx_marks = one_hot_marks(ctx_marks, width, ref)
+            context = (ctx_times, ctx_marks)
+        labels = marks.dtype == torch.long
+        num_marks = None if labels else marks.shape[-1]
         batch = events.shape[:-2]
         if context is not None:
             batch = torch.Size(broadcast_shape(batch, context[0].shape[:-1]))
@@ -344,7 +454,7 @@ class PointProcess(NoMoments, TorchDistribution):
         if query is not None:
             query = torch.as_tensor(query, dtype=ref.dtype, device=ref.device)
             if query.dim() < 1:
-                raise ValueError(f"t must have shape (n,) or batch + (n,), got a scalar")
+                raise ValueError("t must have shape (n,) or batch + (n,), got a scalar")
             # NaN fails both comparisons
             if not bool(((query >= 0) & (query <= self.duration)).all()):
                 raise ValueError(f"t must lie in [0, duration={self.duration}] (no NaN)")
@@ -368,22 +478,37 @@ class PointProcess(NoMoments, TorchDistribution):
         num_grid = 1 if step is None else max(1, math.ceil(self.duration / step))
         # the grid rows of every realisation, with their marks: refuse before allocating
         check_allocation(self._arg_names.get("max_step", "max_step"),
-                         float(batch.numel()) * num_grid * (1 + num_marks), ref.dtype, ref.device,
+                         float(batch.numel()) * num_grid * (2 if labels else 1 + num_marks),
+                         ref.dtype, ref.device,
                          f"a quadrature grid of duration / max_step = {num_grid:.3g} rows")
         grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)
         pieces.append((grid, None))
         times = torch.cat([t.expand(batch + t.shape[-1:]) for t, _ in pieces], -1)
-        marks = torch.cat(
-            [
-                ref.new_zeros(batch + (t.shape[-1], num_marks))
-                if m is None
-                else m.expand(batch + m.shape[-2:])
-                for t, m in pieces
-            ],
-            -2,
-        )
+        if labels:  # auxiliary rows have label -1: no mark
+            marks = torch.cat(
+                [
+                    torch.full(batch + t.shape[-1:], -1, dtype=torch.long, device=ref.device)
+                    if m is None
+                    else m.expand(batch + m.shape[-1:])
+                    for t, m in pieces
+                ],
+                -1,
+            )
+        else:
+            marks = torch.cat(
+                [
+                    ref.new_zeros(batch + (t.shape[-1], num_marks))
+                    if m is None
+                    else m.expand(batch + m.shape[-2:])
+                    for t, m in pieces
+                ],
+                -2,
+            )
         times, perm = torch.sort(times, dim=-1, stable=True)
-        marks = marks.gather(-2, perm.unsqueeze(-1).expand(marks.shape))
+        if labels:
+            marks = marks.gather(-1, perm)
+        else:
+            marks = marks.gather(-2, perm.unsqueeze(-1).expand(marks.shape))
         inverse = torch.argsort(perm, dim=-1)
         n_query = 0 if query is None else query.shape[-1]
         num_events = events.shape[-2]
@@ -394,13 +519,15 @@ class PointProcess(NoMoments, TorchDistribution):
         # much as events; drop them unless the value requires grad (the derivative of the
         # linear extension in a padding row's mark is log lambda(T), kept in that case).
         if not value.requires_grad:
-            value = trim_padding(value, self.duration)
+            value = self._trim(value)
         times, marks, _, _ = self._rows(value)
         log_rate, integral = self._row_terms(times, marks)
-        # a zero rate (log -inf) only matters where a mark sits; elsewhere 0 * -inf is 0
-        keep = (marks > 0) | torch.isfinite(log_rate)
-        mark_term = torch.where(keep, marks * log_rate, torch.zeros_like(log_rate))
-        return self._select(mark_term.sum(-2)), self._select(integral.sum(-2))
+        # a zero rate (log -inf) only matters where a mark sits (see mark_sum)
+        return self._select(mark_sum(marks, log_rate)), self._select(integral.sum(-2))
+
+    def _trim(self, value):
+        """``value`` without its trailing padding rows (see :func:`~pyro_spikes.trim_padding`)."""
+        return trim_padding(value, self.duration, self.layout)
 
     def log_prob(self, value):
         self._check_value(value)
@@ -461,10 +588,18 @@ class PointProcess(NoMoments, TorchDistribution):
         :param labels: neuron index ``(N, K)``; :param sample_batch: output batch shape.
         """
         n, k = cand_times.shape
-        width = 1 + self.num_neurons
+        width = self._width
         self._check_room(n, cand_times)
         pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
         self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
+        if self.layout == "index":  # rows (time, index); the spare row past the end is dropped
+            out = cand_times.new_empty(n, self.capacity + 1, 2)
+            out[..., 0] = self.duration
+            out[..., 1] = -1.0
+            row = torch.where(accepted, pos - 1, torch.full_like(pos, self.capacity))
+            out[..., 0].scatter_(1, row, cand_times)
+            out[..., 1].scatter_(1, row, labels.to(cand_times.dtype))
+            return out[:, :self.capacity].reshape(sample_batch + self.event_shape)
         # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one
         # spare row past the end, which is dropped
         spare = n * self.capacity * width
@@ -480,8 +615,9 @@ class PointProcess(NoMoments, TorchDistribution):
         return out.reshape(sample_batch + self.event_shape)
 
     def __repr__(self):
+        layout = "" if self.layout == "dense" else f", layout={self.layout!r}"
         return (
             f"{type(self).__name__}(num_neurons={self.num_neurons}, duration={self.duration}, "
-            f"capacity={self._capacity}, batch_shape={tuple(self.batch_shape)})"
+            f"capacity={self._capacity}, batch_shape={tuple(self.batch_shape)}{layout})"
         )
 

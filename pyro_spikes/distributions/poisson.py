@@ -14,6 +14,7 @@ from pyro_spikes.distributions.point_process import (
     check_duration,
     Stream,
     as_param,
+    mark_sum,
     uniform_order_statistics,
 )
 
@@ -45,11 +46,14 @@ class PoissonProcess(PointProcess):
     :param upper_bound: a constant :math:`\\bar\\lambda \\ge \\sum_d \\lambda_d`, only needed to wrap
         the process in a :class:`~pyro_spikes.distributions.RelaxedPointProcess` (the
         candidates of relaxed thinning come at this rate, independent of ``rate``).
+    :param str layout: ``"dense"`` or ``"index"``, the layout of samples and values (see
+        :class:`~pyro_spikes.distributions.PointProcess`).
     """
 
     arg_constraints = {"rate": independent(nonnegative_finite, 1)}
 
-    def __init__(self, rate, duration, capacity=None, upper_bound=None, validate_args=None):
+    def __init__(self, rate, duration, capacity=None, upper_bound=None, validate_args=None,
+                 layout="dense"):
         rate = as_param(rate)
         if rate.dim() < 1:
             raise ValueError(f"rate must have shape (..., D), got {tuple(rate.shape)}")
@@ -61,7 +65,8 @@ class PoissonProcess(PointProcess):
             self.upper_bound = as_param(upper_bound, rate).detach()
             if bool((self.upper_bound < rate.detach().sum(-1)).any()):
                 raise ValueError("upper_bound must be at least the total rate rate.sum(-1)")
-        super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args)
+        super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args,
+                         layout)
 
     def _default_capacity(self):
         rate = self.rate.detach()
@@ -80,13 +85,14 @@ class PoissonProcess(PointProcess):
         new.upper_bound = None if self.upper_bound is None else self.upper_bound.expand(
             batch_shape)
         PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self._capacity,
-                              validate_args=False)
+                              validate_args=False, layout=self.layout)
         new._validate_args = self._validate_args
         return new
 
     def _row_terms(self, times, marks):
         rate = self.rate.unsqueeze(-2)
-        log_rate = torch.log(rate).expand(broadcast_shape(rate.shape, marks.shape))
+        rows = marks.shape + (1,) if marks.dtype == torch.long else marks.shape
+        log_rate = torch.log(rate).expand(broadcast_shape(rate.shape, rows))
         dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)
         return log_rate, rate * dt
 
@@ -95,8 +101,12 @@ class PoissonProcess(PointProcess):
         self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
-        marks = value[..., 1:].to(self.rate)
-        counts = marks.sum(-2)
+        marks = self._value_marks(value.to(self.rate))
+        if marks.dtype == torch.long:  # the count of each index
+            ones = self.rate.new_ones(()).expand(marks.shape + (self.num_neurons,))
+            counts = mark_sum(marks, ones)
+        else:
+            counts = marks.sum(-2)
         term = torch.where(counts > 0, counts * torch.log(self.rate), torch.zeros_like(counts))
         return (term - self.duration * self.rate).sum(-1)
 

@@ -101,6 +101,12 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
                 f"with upper_bound); got {type(process).__name__}"
             )
         process.thinning_bound()  # raises if the process has no bound
+        if process.layout != "dense":
+            raise ValueError(
+                "RelaxedPointProcess needs a process with layout='dense': a relaxed (soft) mark "
+                f"spreads over several neurons and has no neuron index (got layout="
+                f"{process.layout!r})"
+            )
         self.process = process
         self.temperature = torch.as_tensor(
             temperature, dtype=process._params_like().dtype, device=process._params_like().device

@@ -10,6 +10,8 @@ from pyro_spikes.distributions.point_process import (
     check_duration,
     Stream,
     as_param,
+    mark_rows,
+    one_hot_marks,
     sequential_threads,
     uniform_order_statistics,
 )
@@ -23,7 +25,7 @@ from pyro_spikes.distributions._checks import (
 from pyro_spikes.distributions.constraints import finite, independent, positive_finite
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.stimulus import Stimulus, history_drive
-from pyro_spikes.spikes import trim_padding, validate_events
+from pyro_spikes.spikes import _exact_marks, trim_padding, validate_events
 
 __all__ = ["SpikingPointProcess"]
 
@@ -64,12 +66,22 @@ def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights, driv
     return log_rate, integral
 
 
+def _row_inputs(marks, weight):
+    """
+    The rows' jumps of the basis traces, :math:`x_{l,r,d} = (W_l m_r)_d`, ``batch + (L, R, D)``:
+    a product with dense marks ``batch + (R, D)``, a gather of the columns of :math:`W` for
+    labels ``batch + (R,)`` (int64, -1: no mark).
+    """
+    return mark_rows(marks.unsqueeze(-2 if marks.dtype == torch.long else -3),
+                     weight.transpose(-1, -2))
+
+
 def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, nodes, weights):
     """
     The sums computed by :func:`~pyro_spikes.distributions.kernels.spiking_terms` (flattened
     ``(N, ...)`` inputs), in PyTorch operations: its higher derivatives go through this.
     """
-    x = torch.matmul(marks.unsqueeze(-3), weight.transpose(-1, -2))
+    x = _row_inputs(marks, weight)
     h = exp_decay_scan(times, x, rates)
     log_rate, integral = _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights)
     return (marks * log_rate).sum(-2), integral.sum(-2)
@@ -147,6 +159,11 @@ class SpikingPointProcess(PointProcess):
         windows of one recording, each with the spikes before it as history, have
         log-likelihoods that sum to the recording's (see :func:`pyro_spikes.windows.split_windows`).
 
+    :param str layout: ``"dense"`` (one-hot marks) or ``"index"`` (rows of time and neuron
+        index, O(spikes) memory): the layout of samples and of :meth:`log_prob`'s value (see
+        :class:`~pyro_spikes.distributions.PointProcess`). ``context`` and ``history`` stay in
+        the dense layout (they may hold soft marks); with exact context marks the index layout
+        uses them as indices too.
     :param dict arg_names: the names a caller knows some arguments by, used in error messages
         (e.g. ``{"context": "observed", "capacity": "hidden_capacity"}`` for a model that passes
         its data as ``context``).
@@ -164,7 +181,8 @@ class SpikingPointProcess(PointProcess):
 
     def __init__(self, bias, weight, time_constants, duration, upper_bound=5.0, capacity=None,
                  quadrature_order=8, max_step=None, neurons=None, context=None,
-                 stimulus=None, history=None, validate_args=None, arg_names=None):
+                 stimulus=None, history=None, validate_args=None, arg_names=None,
+                 layout="dense"):
         self._arg_names = {"max_step": "max_step" if max_step is not None else
                            "time_constants (max_step defaults to min(time_constants))",
                            **(arg_names or {})}
@@ -241,7 +259,8 @@ class SpikingPointProcess(PointProcess):
         )
         self.quadrature_order = int(quadrature_order)
         self.max_step = None if max_step is None else float(max_step)
-        super().__init__(batch_shape, num_neurons, duration, capacity, validate_args)
+        self._exact_context = context is not None and _exact_marks(context.detach()[..., 1:])
+        super().__init__(batch_shape, num_neurons, duration, capacity, validate_args, layout)
 
     def _default_capacity(self):
         upper_bound = self.upper_bound.detach()
@@ -358,10 +377,19 @@ class SpikingPointProcess(PointProcess):
     def _select(self, x):
         return x if self._whole_network else x.index_select(-1, self.neurons)
 
+    def _embed_labels(self, labels):
+        if self._whole_network:
+            return labels
+        return torch.where(labels < 0, labels, self.neurons[labels.clamp(min=0)])
+
     def _context(self):
         if self.context is None:
             return None
         marks = self.context[..., 1:]
+        if self.layout == "index" and self._exact_context:  # as network indices
+            spike = (marks != 0).any(-1)
+            labels = self.others[marks.argmax(-1)]
+            return self.context[..., 0], torch.where(spike, labels, torch.full_like(labels, -1))
         full = marks.new_zeros(marks.shape[:-1] + (self.num_network,))
         return self.context[..., 0], full.index_copy(-1, self.others, marks)
 
@@ -393,8 +421,9 @@ class SpikingPointProcess(PointProcess):
         new.max_step = self.max_step
         new.stimulus, new.history = self.stimulus, self.history
         new._arg_names = self._arg_names
+        new._exact_context = self._exact_context
         PointProcess.__init__(new, batch_shape, self.num_neurons, self.duration, self._capacity,
-                              validate_args=False)
+                              validate_args=False, layout=self.layout)
         new._validate_args = self._validate_args
         return new
 
@@ -403,8 +432,9 @@ class SpikingPointProcess(PointProcess):
         """
         Left limits :math:`V_{l,d}(t_r^-)` of the basis traces at sorted rows, and the row
         contributions :math:`x_{l,r,d} = (W_l m_r)_d`; both of shape ``batch + (L, R, D)``.
+        ``marks`` are dense ``batch + (R, D)`` or labels ``batch + (R,)`` (int64, -1: none).
         """
-        x = torch.matmul(marks.unsqueeze(-3), self.weight.transpose(-1, -2))
+        x = _row_inputs(marks, self.weight)
         return exp_decay_scan(times, x, 1.0 / self.time_constants), x
 
     def thinning_bound(self):
@@ -451,9 +481,12 @@ class SpikingPointProcess(PointProcess):
 
     def _terms_compiled(self, value):
         if not value.requires_grad:  # see PointProcess._terms
-            value = trim_padding(value, self.duration)
+            value = self._trim(value)
         times, marks, _, _ = self._rows(value)
         shape, d = times.shape[:-1], self.num_network
+        if marks.dtype == torch.long:
+            # the compiled kernel reads dense marks: O(rows D) here until it takes indices
+            marks = one_hot_marks(marks, d, times)
         if self.bias.dim() > 1 or self.weight.dim() > 3 or self.time_constants.dim() > 1 \
                 or self.upper_bound.dim() > 0:
             shape = torch.Size(broadcast_shape(shape, self.batch_shape))
