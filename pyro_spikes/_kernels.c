@@ -82,12 +82,14 @@ static size_t mul_size(size_t a, size_t b) {
 static PyObject *thinning_forward(PyObject *self, PyObject *args) {
     int is_double, mode;
     Py_ssize_t N, R, L, D, base_seq, base_row, weight_seq;
-    unsigned long long base, decay, weight, mask, draws, potentials, marks, probs;
+    unsigned long long base, decay, weight, mask, draws, potentials, marks, probs, labels;
     double inv_temp;
-    if (!PyArg_ParseTuple(args, "innnnKnnKKnKiKdKKK", &is_double, &N, &R, &L, &D, &base,
+    if (!PyArg_ParseTuple(args, "innnnKnnKKnKiKdKKKK", &is_double, &N, &R, &L, &D, &base,
                           &base_seq, &base_row, &decay, &weight, &weight_seq, &mask, &mode,
-                          &draws, &inv_temp, &potentials, &marks, &probs))
+                          &draws, &inv_temp, &potentials, &marks, &probs, &labels))
         return NULL;
+    REQUIRE(!labels || mode == MODE_EXACT, "thinning_forward: labels need the exact mode");
+    REQUIRE((marks != 0) != (labels != 0), "thinning_forward: pass exactly one of marks and labels");
     REQUIRE(N >= 0 && R >= 0 && L >= 0, "thinning_forward: N, R and L must be >= 0");
     REQUIRE(D >= 1, "thinning_forward: D (neurons) must be >= 1");
     REQUIRE(mode == MODE_EXACT || mode == MODE_RELAXED,
@@ -101,12 +103,14 @@ static PyObject *thinning_forward(PyObject *self, PyObject *args) {
         status = forward_f64(N, R, L, D, PTR(double, base), base_seq, base_row,
                              PTR(double, decay), PTR(double, weight), weight_seq,
                              PTR(double, mask), mode, PTR(double, draws), inv_temp,
-                             PTR(double, potentials), PTR(double, marks), PTR(double, probs));
+                             PTR(double, potentials), PTR(double, marks), PTR(double, probs),
+                             PTR(int64_t, labels));
     else
         status = forward_f32(N, R, L, D, PTR(float, base), base_seq, base_row,
                              PTR(float, decay), PTR(float, weight), weight_seq,
                              PTR(float, mask), mode, PTR(float, draws), (float)inv_temp,
-                             PTR(float, potentials), PTR(float, marks), PTR(float, probs));
+                             PTR(float, potentials), PTR(float, marks), PTR(float, probs),
+                             PTR(int64_t, labels));
     Py_END_ALLOW_THREADS
     if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -217,36 +221,56 @@ static PyObject *scan_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* labels (N R entries) all in [-1, D): checked before a loop indexes the weights with them */
+static int labels_ok(const int64_t *labels, Py_ssize_t count, Py_ssize_t D) {
+    for (Py_ssize_t k = 0; k < count; k++)
+        if (labels[k] < -1 || labels[k] >= D) return 0;
+    return 1;
+}
+
+/* exactly one of marks (dense) and labels (int64 indices) */
+#define MARKS_OR_LABELS(name)                                                          \
+    do {                                                                               \
+        REQUIRE((marks != 0) != (labels != 0), name ": pass exactly one of marks and labels"); \
+        REQUIRE(!labels || labels_ok(PTR(int64_t, labels), N * R, D),                  \
+                name ": labels must be in [-1, D)");                                   \
+    } while (0)
+
 static PyObject *spiking_terms(PyObject *self, PyObject *args) {
     int is_double;
     Py_ssize_t N, R, L, D, Q, bias_seq, weight_seq, rates_seq, upper_seq;
-    unsigned long long times, marks, bias, weight, rates, upper, nodes, qweights, mark_sum,
-        integral;
-    if (!PyArg_ParseTuple(args, "innnnnKKKnKnKnKnKKKK", &is_double, &N, &R, &L, &D, &Q, &times,
-                          &marks, &bias, &bias_seq, &weight, &weight_seq, &rates, &rates_seq,
-                          &upper, &upper_seq, &nodes, &qweights, &mark_sum, &integral))
+    unsigned long long times, marks, labels, bias, weight, rates, upper, nodes, qweights, h_in,
+        h_out, mark_sum, integral;
+    if (!PyArg_ParseTuple(args, "innnnnKKKKnKnKnKnKKKKKK", &is_double, &N, &R, &L, &D, &Q,
+                          &times, &marks, &labels, &bias, &bias_seq, &weight, &weight_seq,
+                          &rates, &rates_seq, &upper, &upper_seq, &nodes, &qweights, &h_in,
+                          &h_out, &mark_sum, &integral))
         return NULL;
     REQUIRE(N >= 0 && R >= 0 && L >= 0 && Q >= 0, "spiking_terms: N, R, L, Q must be >= 0");
     REQUIRE(D >= 1, "spiking_terms: D (neurons) must be >= 1");
     REQUIRE(bias_seq >= 0 && weight_seq >= 0 && rates_seq >= 0 && upper_seq >= 0,
             "spiking_terms: strides must be >= 0");
     REQUIRE(L < PY_SSIZE_T_MAX / 4 / (2 * D + 1), "spiking_terms: L * D is too large");
+    REQUIRE(R == 0 || N < PY_SSIZE_T_MAX / R, "spiking_terms: N * R is too large");
+    MARKS_OR_LABELS("spiking_terms");
     size_t size = is_double ? sizeof(double) : sizeof(float);
     void *work = malloc((size_t)((2 * D + 1) * L + 1) * size);
     if (!work) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         spiking_terms_f64(N, R, L, D, Q, PTR(double, times), PTR(double, marks),
-                          PTR(double, bias), bias_seq, PTR(double, weight), weight_seq,
-                          PTR(double, rates), rates_seq, PTR(double, upper), upper_seq,
-                          PTR(double, nodes), PTR(double, qweights), PTR(double, mark_sum),
-                          PTR(double, integral), (double *)work);
+                          PTR(int64_t, labels), PTR(double, bias), bias_seq,
+                          PTR(double, weight), weight_seq, PTR(double, rates), rates_seq,
+                          PTR(double, upper), upper_seq, PTR(double, nodes),
+                          PTR(double, qweights), PTR(double, h_in), PTR(double, h_out),
+                          PTR(double, mark_sum), PTR(double, integral), (double *)work);
     else
-        spiking_terms_f32(N, R, L, D, Q, PTR(float, times), PTR(float, marks), PTR(float, bias),
-                          bias_seq, PTR(float, weight), weight_seq, PTR(float, rates),
-                          rates_seq, PTR(float, upper), upper_seq, PTR(float, nodes),
-                          PTR(float, qweights), PTR(float, mark_sum), PTR(float, integral),
-                          (float *)work);
+        spiking_terms_f32(N, R, L, D, Q, PTR(float, times), PTR(float, marks),
+                          PTR(int64_t, labels), PTR(float, bias), bias_seq, PTR(float, weight),
+                          weight_seq, PTR(float, rates), rates_seq, PTR(float, upper),
+                          upper_seq, PTR(float, nodes), PTR(float, qweights),
+                          PTR(float, h_in), PTR(float, h_out), PTR(float, mark_sum),
+                          PTR(float, integral), (float *)work);
     Py_END_ALLOW_THREADS
     free(work);
     Py_RETURN_NONE;
@@ -255,18 +279,21 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
 static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     int is_double;
     Py_ssize_t N, R, L, D, Q, bias_seq, weight_seq, rates_seq, upper_seq;
-    unsigned long long times, marks, bias, weight, rates, upper, nodes, qweights, g_mark, g_int,
-        gt, gm, gb, gw, gr, ga;
-    if (!PyArg_ParseTuple(args, "innnnnKKKnKnKnKnKKKKKKKKKK", &is_double, &N, &R, &L, &D, &Q,
-                          &times, &marks, &bias, &bias_seq, &weight, &weight_seq, &rates,
-                          &rates_seq, &upper, &upper_seq, &nodes, &qweights, &g_mark, &g_int,
-                          &gt, &gm, &gb, &gw, &gr, &ga))
+    unsigned long long times, marks, labels, bias, weight, rates, upper, nodes, qweights, h_in,
+        g_mark, g_int, g_out, gt, gm, gb, gw, gr, ga, g_in;
+    if (!PyArg_ParseTuple(args, "innnnnKKKKnKnKnKnKKKKKKKKKKKKK", &is_double, &N, &R, &L, &D,
+                          &Q, &times, &marks, &labels, &bias, &bias_seq, &weight, &weight_seq,
+                          &rates, &rates_seq, &upper, &upper_seq, &nodes, &qweights, &h_in,
+                          &g_mark, &g_int, &g_out, &gt, &gm, &gb, &gw, &gr, &ga, &g_in))
         return NULL;
     REQUIRE(N >= 0 && R >= 0 && L >= 0 && Q >= 0,
             "spiking_terms_backward: N, R, L, Q must be >= 0");
     REQUIRE(D >= 1, "spiking_terms_backward: D (neurons) must be >= 1");
     REQUIRE(bias_seq >= 0 && weight_seq >= 0 && rates_seq >= 0 && upper_seq >= 0,
             "spiking_terms_backward: strides must be >= 0");
+    REQUIRE(R == 0 || N < PY_SSIZE_T_MAX / R, "spiking_terms_backward: N * R is too large");
+    MARKS_OR_LABELS("spiking_terms_backward");
+    REQUIRE(!labels || !gm, "spiking_terms_backward: labels have no mark gradient (gm = 0)");
     size_t size = is_double ? sizeof(double) : sizeof(float);
     size_t cells = mul_size(mul_size((size_t)R + 3, (size_t)L), (size_t)D);
     REQUIRE((cells || L == 0) && cells < SIZE_MAX / 2 / size - (size_t)(2 * L + 1),
@@ -276,18 +303,20 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         spiking_terms_backward_f64(
-            N, R, L, D, Q, PTR(double, times), PTR(double, marks), PTR(double, bias), bias_seq,
-            PTR(double, weight), weight_seq, PTR(double, rates), rates_seq, PTR(double, upper),
-            upper_seq, PTR(double, nodes), PTR(double, qweights), PTR(double, g_mark),
-            PTR(double, g_int), PTR(double, gt), PTR(double, gm), PTR(double, gb),
-            PTR(double, gw), PTR(double, gr), PTR(double, ga), (double *)work);
+            N, R, L, D, Q, PTR(double, times), PTR(double, marks), PTR(int64_t, labels),
+            PTR(double, bias), bias_seq, PTR(double, weight), weight_seq, PTR(double, rates),
+            rates_seq, PTR(double, upper), upper_seq, PTR(double, nodes), PTR(double, qweights),
+            PTR(double, h_in), PTR(double, g_mark), PTR(double, g_int), PTR(double, g_out),
+            PTR(double, gt), PTR(double, gm), PTR(double, gb), PTR(double, gw), PTR(double, gr),
+            PTR(double, ga), PTR(double, g_in), (double *)work);
     else
         spiking_terms_backward_f32(
-            N, R, L, D, Q, PTR(float, times), PTR(float, marks), PTR(float, bias), bias_seq,
-            PTR(float, weight), weight_seq, PTR(float, rates), rates_seq, PTR(float, upper),
-            upper_seq, PTR(float, nodes), PTR(float, qweights), PTR(float, g_mark),
-            PTR(float, g_int), PTR(float, gt), PTR(float, gm), PTR(float, gb), PTR(float, gw),
-            PTR(float, gr), PTR(float, ga), (float *)work);
+            N, R, L, D, Q, PTR(float, times), PTR(float, marks), PTR(int64_t, labels),
+            PTR(float, bias), bias_seq, PTR(float, weight), weight_seq, PTR(float, rates),
+            rates_seq, PTR(float, upper), upper_seq, PTR(float, nodes), PTR(float, qweights),
+            PTR(float, h_in), PTR(float, g_mark), PTR(float, g_int), PTR(float, g_out),
+            PTR(float, gt), PTR(float, gm), PTR(float, gb), PTR(float, gw), PTR(float, gr),
+            PTR(float, ga), PTR(float, g_in), (float *)work);
     Py_END_ALLOW_THREADS
     free(work);
     Py_RETURN_NONE;
@@ -433,7 +462,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 7
+#define KERNELS_VERSION 8
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

@@ -16,7 +16,9 @@ static T FN(softplus)(T x) { return x > 0 ? x + LOG1P(EXP(-x)) : LOG1P(EXP(x)); 
  * neuron j = floor(U D) uniformly and its fractional part accepts with probability sigma(u_j),
  * so a spike of j has probability lambda_j / (a D). The traces then only need updating at
  * spikes: between spikes they decay by f_l, the product of the candidates' decay factors, so a
- * candidate costs O(L) and a spike O(L D). Potentials are not written. Relaxed mode: all traces
+ * candidate costs O(L) and a spike O(L D). Potentials are not written; with labels (exact mode
+ * only) the neuron of every row (-1: rejected) is written there instead of the marks, which are
+ * then NULL (O(R) output whatever D). Relaxed mode: all traces
  * decay at every candidate, u (all D) is written, the concrete mark
  * y = softmax((log pi(u) + g) / tau) over D + 1 categories (spikes, no spike) is written to
  * probs, and its first D entries (times the mask) are the mark.
@@ -24,7 +26,8 @@ static T FN(softplus)(T x) { return x > 0 ? x + LOG1P(EXP(-x)) : LOG1P(EXP(x)); 
 static int FN(forward)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, const T *base,
                        Py_ssize_t base_seq, Py_ssize_t base_row, const T *decay,
                        const T *weight, Py_ssize_t weight_seq, const T *mask, int mode,
-                       const T *draws, T inv_temp, T *potentials, T *marks, T *probs) {
+                       const T *draws, T inv_temp, T *potentials, T *marks, T *probs,
+                       int64_t *labels) {
     T *state = (T *)malloc(sizeof(T) * (size_t)(L * D + 2 * (D + 1) + L));
     if (!state) return -1;
     T *z = state + L * D, *y = z + D + 1, *f = y + D + 1;
@@ -37,8 +40,11 @@ static int FN(forward)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, c
             const T *dec = decay + row * L;
             const T *b = base + n * base_seq + r * base_row;
             const T keep = mask[row];
-            T *m = marks + row * D;
-            for (Py_ssize_t j = 0; j < D; j++) m[j] = 0;
+            T *m = labels ? NULL : marks + row * D;
+            if (m)
+                for (Py_ssize_t j = 0; j < D; j++) m[j] = 0;
+            else
+                labels[row] = -1;
             if (mode == MODE_EXACT) {
                 for (Py_ssize_t l = 0; l < L; l++) f[l] *= dec[l];
                 const T level = draws[row];
@@ -47,7 +53,10 @@ static int FN(forward)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, c
                 T uj = b[j];
                 for (Py_ssize_t l = 0; l < L; l++) uj += f[l] * state[l * D + j];
                 if (keep != 0 && level - (T)j < 1 / (1 + EXP(-uj))) {
-                    m[j] = keep;
+                    if (m)
+                        m[j] = keep;
+                    else
+                        labels[row] = j;
                     const T *wj = w + j * L * D;
                     for (Py_ssize_t l = 0; l < L; l++) {
                         T *v = state + l * D;
@@ -284,20 +293,42 @@ static void FN(scan_backward)(Py_ssize_t B, Py_ssize_t G, Py_ssize_t R, Py_ssize
 }
 
 /*
+ * The marked neurons of row r: with labels (int64, -1 = none) the one index labels[r] with
+ * mark 1, else the entries of the dense mark m (D values, zeros skipped by the callers).
+ */
+#define ROW_MARKS(labels, marks, row, D, lo, hi, m)                       \
+    do {                                                                  \
+        if (labels) {                                                     \
+            const int64_t lab_ = (labels)[row];                           \
+            lo = lab_ < 0 ? 0 : (Py_ssize_t)lab_;                         \
+            hi = lab_ < 0 ? 0 : (Py_ssize_t)lab_ + 1;                     \
+            m = NULL;                                                     \
+        } else {                                                          \
+            lo = 0;                                                       \
+            hi = (D);                                                     \
+            m = (marks) + (row) * (D);                                    \
+        }                                                                 \
+    } while (0)
+
+/*
  * Log-likelihood terms of SpikingPointProcess, forward only (no autograd): over the sorted
- * merged rows of each sequence (times (N, R), network marks (N, R, D)), with traces h (L, D)
- * that start at zero,
+ * merged rows of each sequence (times (N, R); marks dense (N, R, D) or labels (N, R), int64,
+ * -1 = no mark, the other pointer NULL), with traces h (L, D) that start at h_in (N, L, D) or
+ * zero,
  *   mark_sum_d += m_{r,d} (log a + log sigma(b_d + sum_l h_{l,d}))       (m_{r,d} != 0 only)
  *   start = h + W m_r;  integral_d += a dt_r sum_q w_q sigma(b_d + sum_l start_{l,d} e^{-s_q r_l})
  *   h = start e^{-dt_r r_l}
- * with Gauss-Legendre nodes s_q = node_q dt_r on each interval [t_r, t_{r+1}). bias, weight,
- * rates and a advance by their *_seq strides per sequence (0: shared). work: (2 D + 1) L.
+ * with Gauss-Legendre nodes s_q = node_q dt_r on each interval [t_r, t_{r+1}). The last row's
+ * start (the traces just after it) is written to h_out (N, L, D) when given: a long sequence
+ * is scored in chunks that carry it. bias, weight, rates and a advance by their *_seq strides
+ * per sequence (0: shared). work: (2 D + 1) L.
  */
 static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D,
-                              Py_ssize_t Q, const T *times, const T *marks, const T *bias,
-                              Py_ssize_t bias_seq, const T *weight, Py_ssize_t weight_seq,
-                              const T *rates, Py_ssize_t rates_seq, const T *upper,
-                              Py_ssize_t upper_seq, const T *nodes, const T *qweights,
+                              Py_ssize_t Q, const T *times, const T *marks,
+                              const int64_t *labels, const T *bias, Py_ssize_t bias_seq,
+                              const T *weight, Py_ssize_t weight_seq, const T *rates,
+                              Py_ssize_t rates_seq, const T *upper, Py_ssize_t upper_seq,
+                              const T *nodes, const T *qweights, const T *h_in, T *h_out,
                               T *mark_sum, T *integral, T *work) {
     T *h = work, *start = work + L * D, *e = work + 2 * L * D;
     for (Py_ssize_t n = 0; n < N; n++) {
@@ -306,12 +337,14 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
         const T a = upper[n * upper_seq], log_a = LOG(a);
         T *ms = mark_sum + n * D, *in = integral + n * D;
         for (Py_ssize_t d = 0; d < D; d++) ms[d] = in[d] = 0;
-        for (Py_ssize_t k = 0; k < L * D; k++) h[k] = 0;
+        for (Py_ssize_t k = 0; k < L * D; k++) start[k] = h[k] = h_in ? h_in[n * L * D + k] : 0;
         for (Py_ssize_t r = 0; r < R; r++) {
-            const T *m = marks + (n * R + r) * D;
+            Py_ssize_t lo, hi;
+            const T *m;
+            ROW_MARKS(labels, marks, n * R + r, D, lo, hi, m);
             for (Py_ssize_t k = 0; k < L * D; k++) start[k] = h[k];
-            for (Py_ssize_t i = 0; i < D; i++) {
-                const T mi = m[i];
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const T mi = m ? m[i] : 1;
                 if (mi == 0) continue;
                 /* the mark's own term, at the left limit */
                 T u = b[i];
@@ -340,48 +373,58 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
                 for (Py_ssize_t d = 0; d < D; d++) h[l * D + d] = start[l * D + d] * decay;
             }
         }
+        if (h_out)
+            for (Py_ssize_t k = 0; k < L * D; k++) h_out[n * L * D + k] = start[k];
     }
 }
 
 /*
  * Vector-Jacobian product of spiking_terms (per sequence; weight gradients are written per
  * sequence, gw (N, L, D, D), and summed by the caller when the weights are shared). With gM,
- * gI the adjoints of the mark sums and integrals, a reverse sweep over the rows carries the
- * adjoint of the traces: at row r the quadrature terms and the recursion h_{r+1} = start_r E_r
- * give the adjoint S of start_r, then start_r = h_r + W m_r gives those of h_r, W and m_r, and
- * the mark term at u^-_r = b + sum_l h_r adds its own. The rows' start values are recomputed
- * by a forward pass into work (R L D entries, plus 4 L D + 2 L).
+ * gI the adjoints of the mark sums and integrals and g_out that of h_out (or NULL: zero), a
+ * reverse sweep over the rows carries the adjoint of the traces: at row r the quadrature terms
+ * and the recursion h_{r+1} = start_r E_r give the adjoint S of start_r, then
+ * start_r = h_r + W m_r gives those of h_r, W and m_r (dense marks only: gm is NULL with
+ * labels), and the mark term at u^-_r = b + sum_l h_r adds its own. The adjoint of h_in is
+ * written to g_in when given. The rows' start values are recomputed by a forward pass into
+ * work (R L D entries, plus 4 L D + 2 L).
  */
 static void FN(spiking_terms_backward)(
     Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, Py_ssize_t Q, const T *times,
-    const T *marks, const T *bias, Py_ssize_t bias_seq, const T *weight, Py_ssize_t weight_seq,
-    const T *rates, Py_ssize_t rates_seq, const T *upper, Py_ssize_t upper_seq, const T *nodes,
-    const T *qweights, const T *g_mark, const T *g_int, T *gt, T *gm, T *gb, T *gw, T *gr,
-    T *ga, T *work) {
+    const T *marks, const int64_t *labels, const T *bias, Py_ssize_t bias_seq, const T *weight,
+    Py_ssize_t weight_seq, const T *rates, Py_ssize_t rates_seq, const T *upper,
+    Py_ssize_t upper_seq, const T *nodes, const T *qweights, const T *h_in, const T *g_mark,
+    const T *g_int, const T *g_out, T *gt, T *gm, T *gb, T *gw, T *gr, T *ga, T *g_in,
+    T *work) {
     T *starts = work, *hb = work + R * L * D, *sb = hb + L * D, *h = sb + L * D;
     T *e = h + L * D, *eb = e + L;
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *t = times + n * R, *b = bias + n * bias_seq, *w = weight + n * weight_seq;
-        const T *m_all = marks + n * R * D, *rate = rates + n * rates_seq;
+        const T *rate = rates + n * rates_seq;
+        const T *h0 = h_in ? h_in + n * L * D : NULL;
         const T a = upper[n * upper_seq], log_a = LOG(a);
         const T *gM = g_mark + n * D, *gI = g_int + n * D;
-        T *gtn = gt + n * R, *gmn = gm + n * R * D, *gbn = gb + n * D, *gwn = gw + n * L * D * D;
-        T *grn = gr + n * L, gan = 0;
+        T *gtn = gt + n * R, *gmn = gm ? gm + n * R * D : NULL, *gbn = gb + n * D;
+        T *gwn = gw + n * L * D * D, *grn = gr + n * L, gan = 0;
         for (Py_ssize_t k = 0; k < R; k++) gtn[k] = 0;
-        for (Py_ssize_t k = 0; k < R * D; k++) gmn[k] = 0;
+        if (gmn)
+            for (Py_ssize_t k = 0; k < R * D; k++) gmn[k] = 0;
         for (Py_ssize_t k = 0; k < D; k++) gbn[k] = 0;
         for (Py_ssize_t k = 0; k < L * D * D; k++) gwn[k] = 0;
         for (Py_ssize_t k = 0; k < L; k++) grn[k] = 0;
         /* forward: the start value of every row */
-        for (Py_ssize_t k = 0; k < L * D; k++) h[k] = 0;
+        for (Py_ssize_t k = 0; k < L * D; k++) h[k] = h0 ? h0[k] : 0;
         for (Py_ssize_t r = 0; r < R; r++) {
-            const T *m = m_all + r * D;
+            Py_ssize_t lo, hi;
+            const T *m;
+            ROW_MARKS(labels, marks, n * R + r, D, lo, hi, m);
             T *st = starts + r * L * D;
             for (Py_ssize_t k = 0; k < L * D; k++) st[k] = h[k];
-            for (Py_ssize_t i = 0; i < D; i++) {
-                if (m[i] == 0) continue;
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const T mi = m ? m[i] : 1;
+                if (mi == 0) continue;
                 for (Py_ssize_t l = 0; l < L; l++)
-                    for (Py_ssize_t d = 0; d < D; d++) st[l * D + d] += w[(l * D + d) * D + i] * m[i];
+                    for (Py_ssize_t d = 0; d < D; d++) st[l * D + d] += w[(l * D + d) * D + i] * mi;
             }
             if (r < R - 1) {
                 const T dt = t[r + 1] - t[r];
@@ -391,11 +434,15 @@ static void FN(spiking_terms_backward)(
                 }
             }
         }
-        /* reverse sweep; hb: adjoint of h_{r+1} */
-        for (Py_ssize_t k = 0; k < L * D; k++) hb[k] = 0;
+        /* reverse sweep; hb: adjoint of h_{r+1} (of h_in when R = 0) */
+        for (Py_ssize_t k = 0; k < L * D; k++) hb[k] = (R == 0 && g_out) ? g_out[n * L * D + k] : 0;
         for (Py_ssize_t r = R - 1; r >= 0; r--) {
-            const T *m = m_all + r * D, *st = starts + r * L * D;
-            for (Py_ssize_t k = 0; k < L * D; k++) sb[k] = 0;
+            Py_ssize_t lo, hi;
+            const T *m;
+            ROW_MARKS(labels, marks, n * R + r, D, lo, hi, m);
+            const T *st = starts + r * L * D;
+            for (Py_ssize_t k = 0; k < L * D; k++)
+                sb[k] = (r == R - 1 && g_out) ? g_out[n * L * D + k] : 0;
             if (r < R - 1) {
                 const T dt = t[r + 1] - t[r];
                 T dtb = 0;
@@ -438,14 +485,18 @@ static void FN(spiking_terms_backward)(
             }
             /* start_r = h_r + W m_r: hb becomes the adjoint of h_r */
             for (Py_ssize_t k = 0; k < L * D; k++) hb[k] = sb[k];
-            for (Py_ssize_t i = 0; i < D; i++) {
-                T acc = 0;
+            if (gmn)
+                for (Py_ssize_t i = 0; i < D; i++) {
+                    T acc = 0;
+                    for (Py_ssize_t l = 0; l < L; l++)
+                        for (Py_ssize_t d = 0; d < D; d++) acc += sb[l * D + d] * w[(l * D + d) * D + i];
+                    gmn[r * D + i] += acc;
+                }
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const T mi = m ? m[i] : 1;
+                if (mi == 0) continue;
                 for (Py_ssize_t l = 0; l < L; l++)
-                    for (Py_ssize_t d = 0; d < D; d++) {
-                        acc += sb[l * D + d] * w[(l * D + d) * D + i];
-                        if (m[i] != 0) gwn[(l * D + d) * D + i] += sb[l * D + d] * m[i];
-                    }
-                gmn[r * D + i] += acc;
+                    for (Py_ssize_t d = 0; d < D; d++) gwn[(l * D + d) * D + i] += sb[l * D + d] * mi;
             }
             /* the mark term at the left limit u^- = b + sum_l h_r, h_r = start_{r-1} E_{r-1} */
             if (r > 0) {
@@ -456,14 +507,16 @@ static void FN(spiking_terms_backward)(
                     for (Py_ssize_t d = 0; d < D; d++) h[l * D + d] = sp[l * D + d] * decay;
                 }
             } else {
-                for (Py_ssize_t k = 0; k < L * D; k++) h[k] = 0;
+                for (Py_ssize_t k = 0; k < L * D; k++) h[k] = h0 ? h0[k] : 0;
             }
-            for (Py_ssize_t d = 0; d < D; d++) {
+            /* dense marks: the mark term's derivative in every m_{r,d} (for gm) */
+            const Py_ssize_t dlo = gmn ? 0 : lo, dhi = gmn ? D : hi;
+            for (Py_ssize_t d = dlo; d < dhi; d++) {
                 if (gM[d] == 0) continue;
                 T u = b[d];
                 for (Py_ssize_t l = 0; l < L; l++) u += h[l * D + d];
-                gmn[r * D + d] += gM[d] * (log_a - FN(softplus)(-u));
-                const T md = m[d];
+                if (gmn) gmn[r * D + d] += gM[d] * (log_a - FN(softplus)(-u));
+                const T md = m ? m[d] : 1;
                 if (md == 0) continue;
                 const T ub = gM[d] * md / (1 + EXP(u)); /* d log sigma(u) / du = sigma(-u) */
                 gbn[d] += ub;
@@ -472,8 +525,12 @@ static void FN(spiking_terms_backward)(
             }
         }
         ga[n] = gan;
+        if (g_in)
+            for (Py_ssize_t k = 0; k < L * D; k++) g_in[n * L * D + k] = hb[k];
     }
 }
+
+#undef ROW_MARKS
 
 #undef FN
 #undef CAT

@@ -103,7 +103,7 @@ def settings_for(n):
 KERNEL_NAMES = ["base", "decay", "weight", "mask", "draws", "mode", "inv_temp", "grad",
                 "y_spike", "p_coef", "q_coef", "mu", "cmu", "neg_beta", "table", "state", "t",
                 "exps", "unifs", "duration", "times", "marks", "bias", "rates", "upper_bound",
-                "nodes", "qweights", "inputs", "neurons"]
+                "nodes", "qweights", "inputs", "neurons", "initial"]
 
 
 @st.composite
@@ -233,7 +233,13 @@ def terms_case(draw):
         upper_bound=values(draw, (n,), dtype, 1, 5, special=0),
         nodes=values(draw, (q,), dtype, 0, 1, special=0),
         qweights=values(draw, (q,), dtype, 0, 1, special=0),
+        initial=values(draw, (n, l, d), dtype, -1, 1, special=0),
     )
+    if d and draw(st.booleans()):  # labels (int64, -1: none) in place of dense marks
+        args["marks"] = torch.where(args["marks"].sum(-1) > 0, args["marks"].argmax(-1),
+                                    torch.full((n, r), -1, dtype=torch.long))
+        if d and draw(st.floats(0, 1)) < 0.2:
+            args["marks"] = args["marks"] + d  # out of range: refused, never read
     bad = draw(st.sampled_from([None, None, "shape", "dtype", "qlen"]))
     if bad == "qlen":
         args["qweights"] = values(draw, (q + 1,), dtype, 0, 1, special=0)
@@ -252,11 +258,15 @@ def check_spiking_terms(case):
     with kernels.compiled_loops(True):
         got = named_call(KERNEL_NAMES, kernels.spiking_terms, a["times"], a["marks"], a["bias"],
                          a["weight"], a["rates"], a["upper_bound"], a["nodes"], a["qweights"],
-                         _likelihood_sums_torch)
+                         _likelihood_sums_torch, initial=a["initial"])
     if got is None:
         return
+    labels = a["marks"]
+    if labels.dtype == torch.long:
+        assert bool((labels >= -1).all() & (labels < a["bias"].shape[-1]).all()), \
+            "labels out of range accepted"
     want = _likelihood_sums_torch(a["times"], a["marks"], a["bias"], a["weight"], a["rates"],
-                                  a["upper_bound"], a["nodes"], a["qweights"])
+                                  a["upper_bound"], a["initial"], a["nodes"], a["qweights"])
     for x, y in zip(got, want):
         finite(x, y)
         close(x, y, a["times"].dtype)

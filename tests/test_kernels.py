@@ -218,45 +218,95 @@ def test_compiled_log_likelihood_terms_agree(case):
 
 
 @needs_compiled
+@pytest.mark.parametrize("marks_kind", ["soft", "labels"])
 @pytest.mark.parametrize("batched", [False, True])
-def test_compiled_spiking_terms_gradients(batched):
+def test_compiled_spiking_terms_gradients(batched, marks_kind):
     # the compiled reverse sweep equals autograd through the PyTorch formulas, for every input
-    # (times, soft marks, bias, shared or per-sequence weights, rates, upper bound); gradcheck
-    # and gradgradcheck (second derivatives go through the PyTorch formulas)
+    # (times, soft marks or int64 labels, bias, shared or per-sequence weights, rates, upper
+    # bound, the carried initial traces) and every output (mark sums, compensators, the final
+    # traces); gradcheck and gradgradcheck (second derivatives go through the PyTorch formulas)
     from pyro_spikes.distributions.spiking import _gauss_legendre, _likelihood_sums_torch
 
     g = torch.Generator().manual_seed(8)
     n, r, l, d = 3, 9, 2, 3
     dt = torch.float64
     times = (torch.rand(n, r, generator=g, dtype=dt) * 4).sort(-1).values
-    marks = torch.rand(n, r, d, generator=g, dtype=dt) * 0.3
-    marks[:, ::3] = 0  # zero-mark rows (grid, padding) too
+    if marks_kind == "soft":
+        marks = torch.rand(n, r, d, generator=g, dtype=dt) * 0.3
+        marks[:, ::3] = 0  # zero-mark rows (grid, padding) too
+    else:
+        marks = torch.randint(-1, d, (n, r), generator=g)
     bias = torch.randn(n, d, generator=g, dtype=dt) * 0.5
     weight = torch.randn(((n,) if batched else ()) + (l, d, d), generator=g, dtype=dt)
     rates = torch.rand(n, l, generator=g, dtype=dt) + 0.3
     upper = torch.rand(n, generator=g, dtype=dt) + 1
+    initial = torch.randn(n, l, d, generator=g, dtype=dt)
     nodes, qweights = _gauss_legendre(4, times)
-    inputs = [x.clone().requires_grad_() for x in (times, marks, bias, weight, rates, upper)]
+    leaves = [times, bias, weight, rates, upper, initial]
+    if marks_kind == "soft":
+        leaves.append(marks)
+    leaves = [x.clone().requires_grad_() for x in leaves]
     w_m, w_i = torch.randn(n, d, generator=g, dtype=dt), torch.randn(n, d, generator=g, dtype=dt)
+    w_f = torch.randn(n, l, d, generator=g, dtype=dt)
 
-    def loss(fn, args):
-        mark_sum, integral = fn(*args, nodes, qweights)
-        return (mark_sum * w_m).sum() + (integral * w_i).sum()
+    def args_of(xs):
+        t, b, w, ra, a, h0 = xs[:6]
+        return t, (xs[6] if marks_kind == "soft" else marks), b, w, ra, a, h0
 
-    def compiled(*args):
-        return kernels.spiking_terms(*args, _likelihood_sums_torch)
+    def compiled(t, m, b, w, ra, a, h0):
+        return kernels.spiking_terms(t, m, b, w, ra, a, nodes, qweights, _likelihood_sums_torch,
+                                     initial=h0)
+
+    def reference(t, m, b, w, ra, a, h0):
+        return _likelihood_sums_torch(t, m, b, w, ra, a, h0, nodes, qweights)
+
+    def loss(fn, xs):
+        mark_sum, integral, final = fn(*args_of(xs))
+        return (mark_sum * w_m).sum() + (integral * w_i).sum() + (final * w_f).sum()
 
     with compiled_loops(True):  # also under PYRO_SPIKES_COMPILED=0
-        fast = torch.autograd.grad(loss(compiled, inputs), inputs)
-    ref_inputs = [x.detach().clone().requires_grad_() for x in inputs]
+        fast = torch.autograd.grad(loss(compiled, leaves), leaves)
+    ref_leaves = [x.detach().clone().requires_grad_() for x in leaves]
     with compiled_loops(False):  # the reference entirely in PyTorch (blocked scan too)
-        slow = torch.autograd.grad(loss(_likelihood_sums_torch, ref_inputs), ref_inputs)
+        slow = torch.autograd.grad(loss(reference, ref_leaves), ref_leaves)
     for a, b in zip(fast, slow):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-10)
-    small = [x[:1].detach().clone().requires_grad_() if x.dim() and x.shape[0] == n and
-             (x is not inputs[3] or batched) else x.detach().clone().requires_grad_()
-             for x in inputs]
-    fn = lambda *a: compiled(*a, nodes, qweights)  # noqa: E731
+    # gradcheck on one sequence (labels: the marks are not an input)
+    one = [x[:1] if x is not leaves[2] or batched else x for x in leaves]
+    one = [x.detach().clone().requires_grad_() for x in one]
+    m1 = marks[:1]
+
+    def fn(t, b, w, ra, a, h0, *soft):
+        return compiled(t, soft[0] if soft else m1, b, w, ra, a, h0)
+
     with compiled_loops(True):
-        assert torch.autograd.gradcheck(fn, small)
-        assert torch.autograd.gradgradcheck(fn, small)
+        assert torch.autograd.gradcheck(fn, one)
+        assert torch.autograd.gradgradcheck(fn, one)
+
+
+@needs_compiled
+def test_compiled_spiking_terms_chunks_carry_the_traces():
+    # scoring rows in two chunks, the second starting from the first's final traces, gives the
+    # sums of one pass (the closing row of the first chunk has no mark)
+    from pyro_spikes.distributions.spiking import _gauss_legendre, _likelihood_sums_torch
+
+    g = torch.Generator().manual_seed(9)
+    n, r, l, d = 2, 12, 2, 4
+    dt = torch.float64
+    times = (torch.rand(n, r, generator=g, dtype=dt) * 4).sort(-1).values
+    labels = torch.randint(-1, d, (n, r), generator=g)
+    bias = torch.randn(n, d, generator=g, dtype=dt)
+    weight = torch.randn(l, d, d, generator=g, dtype=dt)
+    rates, upper = torch.rand(n, l, generator=g, dtype=dt) + 0.3, torch.full((n,), 3.0, dtype=dt)
+    nodes, qweights = _gauss_legendre(5, times)
+    args = (bias, weight, rates, upper, nodes, qweights, _likelihood_sums_torch)
+    with compiled_loops(True):
+        whole = kernels.spiking_terms(times, labels, *args)
+        cut = 5
+        first = kernels.spiking_terms(times[:, :cut + 1],
+                                      torch.cat([labels[:, :cut], labels.new_full((n, 1), -1)], 1),
+                                      *args)
+        second = kernels.spiking_terms(times[:, cut:], labels[:, cut:], *args, initial=first[2])
+    assert torch.allclose(first[0] + second[0], whole[0], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(first[1] + second[1], whole[1], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(second[2], whole[2], rtol=1e-12, atol=1e-12)

@@ -164,3 +164,36 @@ def test_an_index_layout_observation_in_a_pyro_model():
             model(data, layout)
         traced[layout] = tr.trace.log_prob_sum()
     assert torch.allclose(traced["index"], traced["dense"], rtol=1e-14)
+
+
+# ------------------------------------------------------------------ streamed likelihood
+
+
+@pytest.mark.parametrize("layout", ["dense", "index"])
+@pytest.mark.parametrize("name", [n for n in PROCESSES if n != "poisson"])
+def test_streamed_chunks_equal_one_pass(loop_backend, name, layout, monkeypatch):
+    # log_prob and its gradient (parameters and, dense, the value's times) in chunks of 3 rows,
+    # carrying the history's state, equal one pass over all rows
+    from pyro_spikes.distributions import point_process
+
+    p = {k: v.clone().requires_grad_() for k, v in _params(4).items()}
+    torch.manual_seed(5)
+    value = PROCESSES[name](p).sample((2,)).detach()
+    if layout == "index":
+        value = to_index(value, T)
+    value = value.requires_grad_(layout == "dense")
+    leaves = list(p.values()) + ([value] if layout == "dense" else [])
+
+    def run():
+        lp = PROCESSES[name](p, layout=layout).log_prob(value)
+        return lp, torch.autograd.grad(lp.sum(), leaves, allow_unused=True)
+
+    whole, g_whole = run()
+    monkeypatch.setattr(point_process, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(point_process, "MIN_CHUNK_ROWS", 3)
+    chunked, g_chunked = run()
+    assert torch.allclose(chunked, whole, rtol=1e-12, atol=1e-10)
+    for a, b in zip(g_whole, g_chunked):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)

@@ -67,6 +67,12 @@ CRASHERS = {
         "k.spiking_terms(torch.rand(2, 5).sort(-1).values, torch.zeros(2, 5, 2),"
         " torch.zeros(2, 2), torch.zeros(1, 2, 2), torch.ones(2, 1), torch.ones(2),"
         " torch.rand(8), torch.rand(3), f)", "qweights"),
+    "spiking_terms labels out of range": (
+        "from pyro_spikes.distributions import kernels as k\n"
+        "from pyro_spikes.distributions.spiking import _likelihood_sums_torch as f\n"
+        "k.spiking_terms(torch.rand(2, 5).sort(-1).values, torch.full((2, 5), 7),"
+        " torch.zeros(2, 2), torch.zeros(1, 2, 2), torch.ones(2, 1), torch.ones(2),"
+        " torch.rand(3), torch.rand(3), f)", "marks"),
 }
 
 

@@ -20,7 +20,9 @@ from pyro_spikes.distributions.constraints import (
 from pyro_spikes.distributions.point_process import (
     PointProcess,
     as_param,
+    chunk_rows,
     mark_rows,
+    mark_sum,
     one_hot_marks,
     sequential_threads,
 )
@@ -48,7 +50,8 @@ class HawkesProcess(PointProcess):
         \\int_0^T \\lambda_i = \\mu_i T + \\sum_j \\alpha_{ij} \\sum_{t_j^{(k)} < T}
             \\left(1 - e^{-\\beta_{ij} (T - t_j^{(k)})}\\right),
 
-    used in :meth:`log_prob` interval by interval. The history enters through exponentially
+    used in :meth:`log_prob` interval by interval, streamed through the rows in chunks that
+    carry the excitation (see :func:`~pyro_spikes.distributions.point_process.stream_terms`). The history enters through exponentially
     decaying states (one per decay rate) evaluated by
     :func:`~pyro_spikes.distributions.scan.exp_decay_scan`. Sampling is Ogata's (1981)
     thinning: with :math:`\\alpha \\ge 0` the intensity decays between events, so its value
@@ -147,18 +150,44 @@ class HawkesProcess(PointProcess):
         return bool((dec == dec[..., :1, :1]).all())
 
     def _row_terms(self, times, marks):
+        log_rate, integral, _ = self._trace_terms(times, marks)
+        return log_rate, integral
+
+    def _chunk_terms(self, times, marks, state):
+        log_rate, integral, final = self._trace_terms(times, marks, state)
+        return mark_sum(marks, log_rate), integral.sum(-2), final
+
+    def _chunk_size(self, times, marks):
+        # working memory per row: a few (D,) rows with one decay, (D, D) per pair otherwise
+        d = self.num_neurons
+        batch = torch.Size(broadcast_shape(times.shape[:-1], self.batch_shape)).numel()
+        return chunk_rows(8 * batch * d * (1 if self._uniform_decay() else d))
+
+    def _trace_terms(self, times, marks, initial=None):
+        """
+        :math:`\\log\\lambda(t_r^-)` ``batch + (R, D)``, the intervals' compensators
+        ``batch + (R - 1, D)`` and the excitation just after the last row, over sorted rows
+        with marks (dense, or labels) and the excitation's left limits ``initial`` at the first
+        row (``None``: zero). The excitation is ``batch + (D,)`` with a uniform decay, else
+        ``batch + (D D, 1)`` (one trace per pair).
+        """
         d = self.num_neurons
         mu = self.baseline.unsqueeze(-2)  # batch + (1, D)
         jump = self.adjacency * self.decay  # batch + (D, D)
         dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)  # (..., R-1, 1)
+        since = times - times[..., :1]  # from the first row, for the carried excitation
         if self._uniform_decay():
             beta = self.decay[..., :1, 0]  # batch + (1,)
             x = mark_rows(marks, jump.transpose(-1, -2)).unsqueeze(-3)  # (..., 1, R, D)
             h = exp_decay_scan(times, x, beta)[..., 0, :, :]  # (..., R, D)
+            if initial is not None:
+                h = h + torch.exp(-since * beta).unsqueeze(-1) * initial.unsqueeze(-2)
             excite = h
-            hp = (h + x[..., 0, :, :])[..., :-1, :]
+            after = h + x[..., 0, :, :]
+            hp = after[..., :-1, :]
             b = beta.unsqueeze(-1)
             integral = mu * dt + hp * (-torch.expm1(-b * dt)) / b
+            final = after[..., -1, :]
         else:
             if marks.dtype == torch.long:  # every pair needs its source's mark: one-hot
                 marks = one_hot_marks(marks, d, mu)
@@ -167,7 +196,12 @@ class HawkesProcess(PointProcess):
             x = x.reshape(x.shape[:-3] + (d * d, x.shape[-1], 1))
             beta = self.decay.reshape(self.decay.shape[:-2] + (d * d,))
             h = exp_decay_scan(times, x, beta)  # (..., D*D, R, 1)
-            hp = (h + x)[..., :-1, 0]  # (..., D*D, R-1)
+            if initial is not None:
+                decayed = torch.exp(-since.unsqueeze(-2) * beta.unsqueeze(-1))  # (..., D*D, R)
+                h = h + decayed.unsqueeze(-1) * initial.unsqueeze(-2)
+            after = h + x
+            final = after[..., -1, :]  # (..., D*D, 1)
+            hp = after[..., :-1, 0]  # (..., D*D, R-1)
             h = h[..., 0].reshape(h.shape[:-3] + (d, d, h.shape[-2]))
             excite = h.sum(-2).transpose(-1, -2)  # (..., R, D)
             b = beta.unsqueeze(-1)
@@ -175,7 +209,7 @@ class HawkesProcess(PointProcess):
             pair = pair.reshape(pair.shape[:-2] + (d, d, pair.shape[-1]))
             integral = mu * dt + pair.sum(-2).transpose(-1, -2)
         log_rate = torch.log(mu + excite)
-        return log_rate, integral
+        return log_rate, integral, final
 
     def _jump_table(self, shape, n):
         """

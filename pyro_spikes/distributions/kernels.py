@@ -38,7 +38,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 7
+VERSION = 8
 
 
 def _checked(module):
@@ -208,7 +208,7 @@ def _at(x, a):
     return x[a:].data_ptr() if x.numel() else x.data_ptr()
 
 
-def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
+def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0, labels=False):
     """
     Run thinning over fixed candidates, without autograd.
 
@@ -226,9 +226,12 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
         the mark is the first ``D`` entries of
         :math:`\\mathrm{softmax}(\\log\\pi(u)/\\tau + g/\\tau)`).
     :param float inv_temp: :math:`1/\\tau` (relaxed mode).
-    :returns: ``(potentials, marks, probs)``: marks ``(N, R, D)`` and, in relaxed mode, the
-        left potentials ``(N, R, D)`` and the softmax probabilities ``(N, R, D + 1)`` (both
-        ``None`` in exact mode).
+    :param bool labels: exact mode only: return the neuron of every candidate, ``(N, R)``
+        int64 with -1 for a rejected one, in place of the marks (O(candidates) memory, not
+        O(candidates x D)).
+    :returns: ``(potentials, marks, probs)``: marks ``(N, R, D)`` (or the labels) and, in
+        relaxed mode, the left potentials ``(N, R, D)`` and the softmax probabilities
+        ``(N, R, D + 1)`` (both ``None`` in exact mode).
     """
     with torch.no_grad():
         _check_tensor("decay", decay, 3)
@@ -249,10 +252,16 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
         base, decay, weight = base.contiguous(), decay.contiguous(), weight.contiguous()
         mask, draws = mask.contiguous(), draws.contiguous()
         relaxed = mode == RELAXED
-        marks = decay.new_zeros(n, num_rows, d)
+        if labels and relaxed:
+            raise ValueError("labels=True needs mode=kernels.EXACT (a relaxed mark has no index)")
+        if labels:
+            out = torch.full((n, num_rows), -1, dtype=torch.long, device=decay.device)
+            marks = decay.new_empty(0)
+        else:
+            out = marks = decay.new_zeros(n, num_rows, d)
         potentials = decay.new_empty(n, num_rows, d) if relaxed else marks.new_empty(0)
         probs = decay.new_empty(n, num_rows, d + 1) if relaxed else marks.new_empty(0)
-        if compiled_for(decay):
+        if compiled_for(decay) and n * num_rows:
             per_row = base.dim() == 3
             batched = weight.dim() == 4
 
@@ -262,15 +271,22 @@ def thinning_loop(base, decay, weight, mask, mode, draws, inv_temp=1.0):
                     _at(base, a), num_rows * d if per_row else d, d if per_row else 0,
                     _at(decay, a), _at(weight, a) if batched else weight.data_ptr(),
                     _sequence_stride(weight, 3), _at(mask, a), mode, _at(draws, a),
-                    float(inv_temp), _at(potentials, a), _at(marks, a), _at(probs, a),
+                    float(inv_temp), _at(potentials, a), 0 if labels else _at(marks, a),
+                    _at(probs, a), _at(out, a) if labels else 0,
                 )
 
             work = n * num_rows * (d + 1) * (num_basis * d if relaxed else num_basis)
             _for_sequences(n, work, call)
+        elif labels:
+            dense = decay.new_zeros(n, num_rows, d)
+            _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, dense,
+                           probs)
+            spike = dense.sum(-1) > 0
+            out = torch.where(spike, dense.argmax(-1), out)
         else:
             _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, marks,
                            probs)
-        return (potentials, marks, probs) if relaxed else (None, marks, None)
+        return (potentials, marks, probs) if relaxed else (None, out, None)
 
 
 def _torch_forward(base, decay, weight, mask, mode, draws, inv_temp, potentials, marks, probs):
@@ -503,7 +519,8 @@ def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
     return _CompiledScan.apply(times, inputs, rates, torch_scan)
 
 
-def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights, torch_terms):
+def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights, torch_terms,
+                  initial=None):
     """
     Log-likelihood terms of :class:`~pyro_spikes.distributions.SpikingPointProcess` over sorted
     merged rows, compiled, with their compiled vector-Jacobian product (second derivatives go
@@ -511,99 +528,145 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
     sequence and network neuron :math:`d`, the mark
     term :math:`\\sum_r m_{r,d} \\log \\lambda_d(t_r^-)` and the compensator
     :math:`\\sum_r \\int_{t_r}^{t_{r+1}} \\lambda_d` by Gauss-Legendre quadrature (``nodes``
-    on ``[0, 1]`` and ``qweights`` summing to one), the same numbers as the PyTorch path.
+    on ``[0, 1]`` and ``qweights`` summing to one), the same numbers as the PyTorch path, and
+    the traces just after the last row, so that a long sequence is scored chunk by chunk (the
+    next chunk starts from them, ``initial``). The reverse sweep recomputes the chunk's traces
+    from ``initial``: its memory is that of one chunk's rows.
 
-    :param times: ``(N, R)``; ``marks``: ``(N, R, D)``; ``bias``: ``(N, D)``; ``weight``:
-        ``(L, D, D)`` or ``(N, L, D, D)``; ``rates`` (:math:`1/\\tau_l`): ``(N, L)``;
-        ``upper_bound``: ``(N,)``.
-    :returns: ``(mark_sum, integral)``, each ``(N, D)``.
+    :param times: ``(N, R)``; ``marks``: dense ``(N, R, D)`` or labels ``(N, R)`` (int64, -1:
+        no mark; no gradient); ``bias``: ``(N, D)``; ``weight``: ``(L, D, D)`` or
+        ``(N, L, D, D)``; ``rates`` (:math:`1/\\tau_l`): ``(N, L)``; ``upper_bound``: ``(N,)``;
+        ``initial``: the traces' left limits at row 0, ``(N, L, D)`` (default zero).
+    :returns: ``(mark_sum, integral, final)``: ``(N, D)``, ``(N, D)``, ``(N, L, D)``.
     """
     _check_tensor("times", times, 2)
     if not compiled_for(times):
         raise RuntimeError("spiking_terms needs the compiled loops and a CPU float tensor")
-    _check_tensor("marks", marks, 3)
+    labels = isinstance(marks, torch.Tensor) and marks.dtype == torch.long
+    if labels:
+        if marks.dim() != 2 or marks.device != times.device:
+            raise ValueError(f"marks (labels) must be an (N, R) int64 tensor on {times.device}, "
+                             f"got shape {tuple(marks.shape)} on {marks.device}")
+    else:
+        _check_tensor("marks", marks, 3)
     _check_tensor("weight", weight, (3, 4))
     _check_tensor("nodes", nodes, 1)
     _check_tensor("qweights", qweights, 1)
     n, num_rows = times.shape
-    d = marks.shape[-1]
+    d = bias.shape[-1] if labels else marks.shape[-1]
     num_basis = weight.shape[-3]
-    _check_positive(**{"marks.shape[-1] (neurons)": d, "nodes.numel()": nodes.numel()})
+    _check_positive(**{"bias.shape[-1] (neurons)" if labels else "marks.shape[-1] (neurons)": d,
+                       "nodes.numel()": nodes.numel()})
     if qweights.shape != nodes.shape:
         raise ValueError(f"qweights must have the shape of nodes {tuple(nodes.shape)}, got "
                          f"{tuple(qweights.shape)}")
-    for name, x in (("marks", marks), ("bias", bias), ("weight", weight), ("rates", rates),
-                    ("upper_bound", upper_bound), ("nodes", nodes), ("qweights", qweights)):
+    floats = [("bias", bias), ("weight", weight), ("rates", rates), ("upper_bound", upper_bound),
+              ("nodes", nodes), ("qweights", qweights)]
+    if not labels:
+        floats.append(("marks", marks))
+    if initial is not None:
+        floats.append(("initial", initial))
+    for name, x in floats:
         _check_float(name, x, times)
-    _check_shape("marks", marks, (n, num_rows, d))
+    if labels:
+        _check_shape("marks", marks, (n, num_rows))
+        if marks.numel():
+            low, high = marks.aminmax()
+            if int(low) < -1 or int(high) >= d:
+                raise ValueError(f"marks (labels) must lie in [-1, {d}), got [{int(low)}, "
+                                 f"{int(high)}]")
+    else:
+        _check_shape("marks", marks, (n, num_rows, d))
     _check_shape("bias", bias, (n, d))
     _check_shape("weight", weight, (num_basis, d, d), (n, num_basis, d, d))
     _check_shape("rates", rates, (n, num_basis))
     _check_shape("upper_bound", upper_bound, (n,))
-    return _SpikingTerms.apply(times, marks, bias, weight, rates, upper_bound, nodes, qweights,
-                               torch_terms)
+    if initial is None:
+        initial = times.new_zeros(n, num_basis, d)
+    _check_shape("initial", initial, (n, num_basis, d))
+    return _SpikingTerms.apply(times, marks, bias, weight, rates, upper_bound, initial, nodes,
+                               qweights, torch_terms)
 
 
 def _spiking_run(kernel, inputs, outputs):
     """
     Run a compiled spiking-likelihood kernel over the sequences: ``inputs`` are the contiguous
-    ``(times, marks, bias, weight, rates, upper_bound, nodes, qweights)``, ``outputs`` the
-    per-sequence ``(N, ...)`` tensors it reads or writes after them, in its argument order.
+    ``(times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights)`` (marks dense
+    or int64 labels), ``outputs`` the per-sequence ``(N, ...)`` tensors it reads or writes
+    after them, in its argument order (``None``: a null pointer).
     """
-    times, marks, bias, weight, rates, upper_bound, nodes, qweights = inputs
+    times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights = inputs
     n, num_rows = times.shape
-    d, num_basis = marks.shape[-1], weight.shape[-3]
+    d, num_basis = bias.shape[-1], weight.shape[-3]
     batched = weight.dim() == 4
+    labels = marks.dtype == torch.long
+    if n == 0:
+        return
 
     def call(a, b):
         kernel(
             times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
-            _at(times, a), _at(marks, a), _at(bias, a), d,
+            _at(times, a), 0 if labels else _at(marks, a), _at(marks, a) if labels else 0,
+            _at(bias, a), d,
             _at(weight, a) if batched else weight.data_ptr(),
             num_basis * d * d if batched else 0, _at(rates, a), num_basis,
-            _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(),
-            *(_at(x, a) for x in outputs),
+            _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(), _at(initial, a),
+            *(0 if x is None else _at(x, a) for x in outputs),
         )
 
-    _for_sequences(n, n * num_rows * nodes.numel() * num_basis * d, call)
+    _for_sequences(n, n * max(num_rows, 1) * nodes.numel() * num_basis * d, call)
 
 
 class _SpikingTerms(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, times, marks, bias, weight, rates, upper_bound, nodes, qweights,
+    def forward(ctx, times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights,
                 torch_terms):
-        ctx.save_for_backward(times, marks, bias, weight, rates, upper_bound, nodes, qweights)
+        ctx.save_for_backward(times, marks, bias, weight, rates, upper_bound, initial, nodes,
+                              qweights)
         ctx.torch_terms = torch_terms
         inputs = [x.detach().contiguous() for x in
-                  (times, marks, bias, weight, rates, upper_bound, nodes, qweights)]
-        n, d = marks.shape[0], marks.shape[-1]
+                  (times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights)]
+        n, d = bias.shape
         mark_sum, integral = times.new_empty(n, d), times.new_empty(n, d)
-        _spiking_run(_compiled.spiking_terms, inputs, (mark_sum, integral))
-        return mark_sum, integral
+        final = torch.empty_like(inputs[6])
+        _spiking_run(_compiled.spiking_terms, inputs, (final, mark_sum, integral))
+        if marks.dtype == torch.long:
+            ctx.mark_non_differentiable(marks)
+        return mark_sum, integral, final
 
     @staticmethod
-    def backward(ctx, g_mark, g_int):
+    def backward(ctx, g_mark, g_int, g_final):
         args = ctx.saved_tensors
-        wanted = ctx.needs_input_grad[:6]
+        labels = args[1].dtype == torch.long
+        wanted = list(ctx.needs_input_grad[:7])
+        if labels:
+            wanted[1] = False
         if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
-            outs = ctx.torch_terms(*args)
+            outs = ctx.torch_terms(*args[:7], args[7], args[8])
             grads = [g if g is not None else torch.zeros_like(o)
-                     for g, o in zip((g_mark, g_int), outs)]
-            got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:6], wanted) if w],
-                                           grads, create_graph=True))
-            return (*(next(got) if w else None for w in wanted), None, None, None)
+                     for g, o in zip((g_mark, g_int, g_final), outs)]
+            got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:7], wanted) if w],
+                                           grads, create_graph=True, allow_unused=True))
+            got = [next(got) if w else None for w in wanted]
+            got = [torch.zeros_like(x) if w and g is None else g
+                   for x, w, g in zip(args[:7], wanted, got)]
+            return (*got, None, None, None)
         inputs = [x.detach().contiguous() for x in args]
-        times, marks, bias, weight, rates, upper_bound = inputs[:6]
-        n, d, num_basis = marks.shape[0], marks.shape[-1], weight.shape[-3]
+        times, marks, bias, weight, rates, upper_bound, initial = inputs[:7]
+        n, d = bias.shape
+        num_basis = weight.shape[-3]
         batched = weight.dim() == 4
         g_mark = (torch.zeros_like(bias) if g_mark is None else g_mark).contiguous()
         g_int = (torch.zeros_like(bias) if g_int is None else g_int).contiguous()
-        gt, gm = torch.empty_like(times), torch.empty_like(marks)
+        g_final = None if g_final is None else g_final.contiguous()
+        gt = torch.empty_like(times)
+        gm = None if labels else torch.empty_like(marks)
         gb, gr, ga = torch.empty_like(bias), torch.empty_like(rates), torch.empty_like(upper_bound)
         gw = times.new_empty(n, num_basis, d, d)
+        g_initial = torch.empty_like(initial)
         _spiking_run(_compiled.spiking_terms_backward, inputs,
-                     (g_mark, g_int, gt, gm, gb, gw, gr, ga))
+                     (g_mark, g_int, g_final, gt, gm, gb, gw, gr, ga, g_initial))
         if not batched:
             gw = gw.sum(0)
-        grads = (gt, gm, gb, gw, gr, ga)
+        grads = (gt, gm, gb, gw, gr, ga, g_initial)
         return (*(g if w else None for g, w in zip(grads, wanted)), None, None, None)

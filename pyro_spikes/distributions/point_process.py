@@ -6,6 +6,7 @@ import contextlib
 import math
 
 import torch
+import torch.utils.checkpoint
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 
@@ -101,6 +102,61 @@ def one_hot_marks(labels, num_neurons, like):
     marks = like.new_zeros(labels.shape + (num_neurons + 1,))
     idx = torch.where(labels < 0, torch.full_like(labels, num_neurons), labels)
     return marks.scatter_(-1, idx.unsqueeze(-1), 1.0)[..., :num_neurons]
+
+
+#: elements of working memory per chunk when a log-likelihood streams through long sequences
+CHUNK_ELEMENTS = 1 << 21
+#: fewest rows of a chunk (the per-chunk overhead then stays small next to its work)
+MIN_CHUNK_ROWS = 64
+
+
+def chunk_rows(per_row):
+    """Rows per chunk when a row costs ``per_row`` elements of working memory."""
+    return max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(int(per_row), 1))
+
+
+def stream_terms(times, marks, size, chunk_terms, checkpoint=False):
+    """
+    Sum the log-likelihood terms of sorted rows chunk by chunk, carrying the history's state
+    from one chunk to the next, so that the working memory is that of one chunk.
+
+    Chunk :math:`k` holds the rows ``[kC, (k+1)C)`` and, to close its last interval, the time
+    of row :math:`(k+1)C` as an extra row without a mark (that row's own mark is the next
+    chunk's). ``chunk_terms(t, m, state)`` returns the chunk's ``(mark_sum, integral, state)``,
+    with ``state`` the history's summary at the chunk's first row (``None`` at the first
+    chunk) and after its last. With ``checkpoint`` (and autograd recording) every chunk runs
+    under :func:`torch.utils.checkpoint.checkpoint`, so the backward pass recomputes one chunk
+    at a time: memory O(rows + chunks x state + one chunk) instead of O(rows x state).
+
+    :param times: ``batch + (R,)``; ``marks``: dense ``batch + (R, D)`` or labels
+        ``batch + (R,)`` (int64, -1: no mark); ``size``: rows per chunk :math:`C`
+        (``None``: one chunk).
+    :returns: ``(mark_sum, integral)``, the sums over all chunks.
+    """
+    num_rows = times.shape[-1]
+    if size is None or size >= num_rows:
+        mark_total, integral, _ = chunk_terms(times, marks, None)
+        return mark_total, integral
+    labels = marks.dtype == torch.long
+    checkpoint = checkpoint and torch.is_grad_enabled()
+    state = mark_total = integral = None
+    for start in range(0, num_rows, size):
+        stop = min(start + size, num_rows)
+        t = times[..., start:stop + 1]  # with the closing row when there is a next chunk
+        m = marks[..., start:stop] if labels else marks[..., start:stop, :]
+        if stop < num_rows:
+            if labels:
+                m = torch.cat([m, m.new_full(m.shape[:-1] + (1,), -1)], -1)
+            else:
+                m = torch.cat([m, m.new_zeros(m.shape[:-2] + (1,) + m.shape[-1:])], -2)
+        if checkpoint:
+            ms, it, state = torch.utils.checkpoint.checkpoint(chunk_terms, t, m, state,
+                                                              use_reentrant=False)
+        else:
+            ms, it, state = chunk_terms(t, m, state)
+        mark_total = ms if mark_total is None else mark_total + ms
+        integral = it if integral is None else integral + it
+    return mark_total, integral
 
 
 class Stream:
@@ -521,9 +577,24 @@ class PointProcess(NoMoments, TorchDistribution):
         if not value.requires_grad:
             value = self._trim(value)
         times, marks, _, _ = self._rows(value)
+        mark_total, integral = stream_terms(times, marks, self._chunk_size(times, marks),
+                                            self._chunk_terms, checkpoint=True)
+        return self._select(mark_total), self._select(integral)
+
+    def _chunk_terms(self, times, marks, state):
+        """
+        The terms of one chunk of rows given the history's ``state`` at its first row (see
+        :func:`stream_terms`): ``(mark_sum, integral, state after its last row)``. This
+        default evaluates :meth:`_row_terms` and carries no state, so it is only right for a
+        whole sequence (:meth:`_chunk_size` ``None``); processes with a history override both.
+        """
         log_rate, integral = self._row_terms(times, marks)
         # a zero rate (log -inf) only matters where a mark sits (see mark_sum)
-        return self._select(mark_sum(marks, log_rate)), self._select(integral.sum(-2))
+        return mark_sum(marks, log_rate), integral.sum(-2), None
+
+    def _chunk_size(self, times, marks):
+        """Rows per chunk of the streamed likelihood (``None``: the whole sequence at once)."""
+        return None
 
     def _trim(self, value):
         """``value`` without its trailing padding rows (see :func:`~pyro_spikes.trim_padding`)."""

@@ -10,9 +10,11 @@ from pyro_spikes.distributions.point_process import (
     check_duration,
     Stream,
     as_param,
+    chunk_rows,
     mark_rows,
-    one_hot_marks,
+    mark_sum,
     sequential_threads,
+    stream_terms,
     uniform_order_statistics,
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
@@ -76,15 +78,28 @@ def _row_inputs(marks, weight):
                      weight.transpose(-1, -2))
 
 
-def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, nodes, weights):
+def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, initial, nodes,
+                           weights, drive=None):
     """
-    The sums computed by :func:`~pyro_spikes.distributions.kernels.spiking_terms` (flattened
-    ``(N, ...)`` inputs), in PyTorch operations: its higher derivatives go through this.
+    The sums of one chunk of rows (see :func:`~pyro_spikes.distributions.point_process.
+    stream_terms`) in PyTorch operations: :math:`\\sum_r m_{r,d} \\log\\lambda_d(t_r^-)`, the
+    compensator over the chunk's intervals and the traces just after its last row, from the
+    traces' left limits ``initial`` ``batch + (L, D)`` at its first row (``None``: zero).
+    The PyTorch path of the likelihood, and the formulas that second derivatives of
+    :func:`~pyro_spikes.distributions.kernels.spiking_terms` (same arguments, flattened
+    ``(N, ...)``) go through. ``marks`` dense ``batch + (R, D)`` or labels ``batch + (R,)``.
+
+    :returns: ``(mark_sum, integral, final)`` of shapes ``batch + (D,)``, ``batch + (D,)``,
+        ``batch + (L, D)``.
     """
-    x = _row_inputs(marks, weight)
+    x = _row_inputs(marks, weight)  # batch + (L, R, D)
     h = exp_decay_scan(times, x, rates)
-    log_rate, integral = _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights)
-    return (marks * log_rate).sum(-2), integral.sum(-2)
+    if initial is not None:  # the carried traces, decayed to every row of the chunk
+        since = (times - times[..., :1]).unsqueeze(-2) * rates.unsqueeze(-1)  # batch + (L, R)
+        h = h + torch.exp(-since).unsqueeze(-1) * initial.unsqueeze(-2)
+    log_rate, integral = _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights,
+                                          drive=drive)
+    return mark_sum(marks, log_rate), integral.sum(-2), (h + x)[..., -1, :]
 
 
 class SpikingPointProcess(PointProcess):
@@ -122,6 +137,15 @@ class SpikingPointProcess(PointProcess):
     derivatives scale as :math:`\\tau_{\\min}^{-k}`, the default :math:`q = 8`,
     :math:`h \\le \\tau_{\\min}` gives a relative error of the compensator below
     :math:`10^{-8}` (tested in float64 against adaptive quadrature).
+
+    **Long recordings stream.** ``log_prob`` and its gradient run through the merged rows in
+    chunks (:func:`~pyro_spikes.distributions.point_process.stream_terms`), carrying the
+    :math:`L \\times D` traces from one chunk to the next: on the CPU the compiled kernel sums a
+    chunk and its reverse sweep recomputes that chunk's traces from the ones saved at its
+    start; the PyTorch path (GPU, other dtypes, a stimulus or history) checkpoints each chunk.
+    The working memory is then one chunk's (about ``CHUNK_ELEMENTS`` numbers) plus O(rows) for
+    the rows' times and marks: with ``layout="index"`` O(spikes) in all, not O(spikes × D).
+    Exact sampling writes each candidate's neuron index, not its mark, for the same reason.
 
     :param torch.Tensor bias: :math:`b`, shape ``batch_shape + (D,)``.
     :param torch.Tensor weight: :math:`W`, shape ``batch_shape + (L, D, D)``.
@@ -328,16 +352,17 @@ class SpikingPointProcess(PointProcess):
         time_constants = self.time_constants if time_constants is None else time_constants
         inputs = self._drive_inputs() if inputs is None else inputs
         history = inputs[-1]
-        stimulus, cache = None, []
+        stimulus = cache = None
         if self.stimulus is not None:
             stimulus = self.stimulus.with_tensors(*inputs[:-1])
+            # e.g. the filter at the breakpoints: once per drive function, computed here
+            # rather than at the first call (which may run inside a checkpointed chunk)
+            cache = stimulus.precompute()
 
         def drive(t):
             out = 0.0
             if stimulus is not None:
-                if not cache:  # e.g. the filter at the breakpoints: once per drive function
-                    cache.append(stimulus.precompute())
-                out = stimulus.drive(t, cache[0])
+                out = stimulus.drive(t, cache)
             if history is not None:
                 out = out + history_drive(history, weight, time_constants, t)
             return out
@@ -464,43 +489,59 @@ class SpikingPointProcess(PointProcess):
         log_none = torch.logsumexp(F.logsigmoid(-u), -1, keepdim=True) - log_share
         return torch.cat([log_spike, log_none], -1)
 
-    def _terms(self, value):
-        # On the CPU the compiled loop sums the terms row by row (and back-propagates through
-        # them by its reverse sweep); the PyTorch path below is the GPU/other-dtype path.
+    def _compiled_likelihood(self, value):
+        """Whether the compiled kernel computes the likelihood (else the PyTorch formulas)."""
         ref = self.bias
         params = (self.bias, self.weight, self.time_constants, self.upper_bound)
-        if (
+        return (
             kernels.compiled_for(ref)
             and all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in params + (value,))
             and all(x.dtype == ref.dtype for x in params)
             and (self.context is None or type(self.context) in (torch.Tensor, torch.nn.Parameter))
             and not self._has_drive
-        ):
-            return self._terms_compiled(value)
-        return super()._terms(value)
+        )
 
-    def _terms_compiled(self, value):
+    def _terms(self, value):
+        # The merged rows stream in chunks carrying the traces (see the class docstring): on
+        # the CPU the compiled kernel sums each chunk and back-propagates by its reverse sweep
+        # from the chunk's saved initial traces; elsewhere (GPU, other dtypes, a stimulus or
+        # history drive) the PyTorch formulas, each chunk checkpointed.
         if not value.requires_grad:  # see PointProcess._terms
             value = self._trim(value)
         times, marks, _, _ = self._rows(value)
-        shape, d = times.shape[:-1], self.num_network
-        if marks.dtype == torch.long:
-            # the compiled kernel reads dense marks: O(rows D) here until it takes indices
-            marks = one_hot_marks(marks, d, times)
+        nodes, qweights = _gauss_legendre(self.quadrature_order, times)
+        rates = 1.0 / self.time_constants
+        d, l = self.num_network, self.num_basis
+        if not self._compiled_likelihood(value):
+            drive = self._drive()
+            batch = torch.Size(broadcast_shape(times.shape[:-1], self.batch_shape)).numel()
+
+            def chunk(t, m, state):
+                return _likelihood_sums_torch(t, m, self.bias, self.weight, rates,
+                                              self.upper_bound, state, nodes, qweights, drive)
+
+            size = chunk_rows(batch * l * d * (self.quadrature_order + 4))
+            mark_total, integral = stream_terms(times, marks, size, chunk, checkpoint=True)
+            return self._select(mark_total), self._select(integral)
+        labels = marks.dtype == torch.long
+        shape = times.shape[:-1]
         if self.bias.dim() > 1 or self.weight.dim() > 3 or self.time_constants.dim() > 1 \
                 or self.upper_bound.dim() > 0:
             shape = torch.Size(broadcast_shape(shape, self.batch_shape))
             times = times.expand(shape + times.shape[-1:])
-            marks = marks.expand(shape + marks.shape[-2:])
+            marks = marks.expand(shape + marks.shape[-1:] if labels else shape + marks.shape[-2:])
         n = shape.numel()
-        bias, weight, rates, a = self._flat_params(shape)
-        nodes, qweights = _gauss_legendre(self.quadrature_order, times)
-        mark_sum, integral = kernels.spiking_terms(
-            times.reshape(n, times.shape[-1]), marks.reshape(n, marks.shape[-2], d), bias,
-            weight, rates, a, nodes,
-            qweights, _likelihood_sums_torch,
-        )
-        return (self._select(mark_sum.reshape(shape + (d,))),
+        times = times.reshape(n, times.shape[-1])
+        marks = marks.reshape(n, -1) if labels else marks.reshape(n, marks.shape[-2], d)
+        bias, weight, flat_rates, a = self._flat_params(shape)
+
+        def chunk(t, m, state):
+            return kernels.spiking_terms(t, m, bias, weight, flat_rates, a, nodes, qweights,
+                                         _likelihood_sums_torch, initial=state)
+
+        # the reverse sweep recomputes one chunk's traces: rows x L x D per thread
+        mark_total, integral = stream_terms(times, marks, chunk_rows(l * d), chunk)
+        return (self._select(mark_total.reshape(shape + (d,))),
                 self._select(integral.reshape(shape + (d,))))
 
     def _row_terms(self, times, marks):
@@ -653,10 +694,10 @@ class SpikingPointProcess(PointProcess):
             # U |D| picks neuron d = floor(U |D|) uniformly, its fractional part accepts with
             # probability sigma(u_d): a spike of d with probability lambda_d / (a |D|)
             uniforms = torch.rand_like(stream.times) * self.num_neurons
-            _, marks, _ = kernels.thinning_loop(*self._loop_inputs(stream), kernels.EXACT,
-                                                uniforms)
-            accepted = marks.sum(-1) > 0
-            return self._compact(stream.cand, accepted, marks.argmax(-1), stream.shape)
+            # the loop writes each candidate's neuron (-1: rejected), O(candidates) memory
+            _, labels, _ = kernels.thinning_loop(*self._loop_inputs(stream), kernels.EXACT,
+                                                 uniforms, labels=True)
+            return self._compact(stream.cand, labels >= 0, labels.clamp(min=0), stream.shape)
 
     @staticmethod
     def _jump_table(weight, n):
