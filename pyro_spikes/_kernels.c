@@ -37,24 +37,28 @@
 #define EXP exp
 #define LOG log
 #define LOG1P log1p
+#define EXPM1 expm1
 #include "_kernels_impl.h"
 #undef T
 #undef SUF
 #undef EXP
 #undef LOG
 #undef LOG1P
+#undef EXPM1
 
 #define T float
 #define SUF f32
 #define EXP expf
 #define LOG logf
 #define LOG1P log1pf
+#define EXPM1 expm1f
 #include "_kernels_impl.h"
 #undef T
 #undef SUF
 #undef EXP
 #undef LOG
 #undef LOG1P
+#undef EXPM1
 
 #define PTR(T, x) ((T *)(uintptr_t)(x))
 
@@ -77,6 +81,13 @@
 static size_t mul_size(size_t a, size_t b) {
     if (a && b > SIZE_MAX / a) return 0;
     return a * b;
+}
+
+/* labels (N R entries) all in [-1, D): checked before a loop indexes the weights with them */
+static int labels_ok(const int64_t *labels, Py_ssize_t count, Py_ssize_t D) {
+    for (Py_ssize_t k = 0; k < count; k++)
+        if (labels[k] < -1 || labels[k] >= D) return 0;
+    return 1;
 }
 
 static PyObject *thinning_forward(PyObject *self, PyObject *args) {
@@ -171,6 +182,43 @@ static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *hawkes_terms(PyObject *self, PyObject *args) {
+    int is_double;
+    Py_ssize_t N, K, D, mu_seq, alpha_seq, beta_seq;
+    double t0, t1;
+    unsigned long long times, labels, mu, alpha, beta, mark_sum, integral, j_mu, j_alpha, j_beta,
+        s, s_prime;
+    if (!PyArg_ParseTuple(args, "innnKKKnKnKnddKKKKKKK", &is_double, &N, &K, &D, &times,
+                          &labels, &mu, &mu_seq, &alpha, &alpha_seq, &beta, &beta_seq, &t0,
+                          &t1, &mark_sum, &integral, &j_mu, &j_alpha, &j_beta, &s, &s_prime))
+        return NULL;
+    REQUIRE(N >= 0 && K >= 0, "hawkes_terms: N and K must be >= 0");
+    REQUIRE(D >= 1, "hawkes_terms: D (neurons) must be >= 1");
+    REQUIRE(D < 46340, "hawkes_terms: D * D is too large");
+    REQUIRE(mu_seq >= 0 && alpha_seq >= 0 && beta_seq >= 0, "hawkes_terms: strides must be >= 0");
+    REQUIRE(K == 0 || N < PY_SSIZE_T_MAX / K, "hawkes_terms: N * K is too large");
+    REQUIRE(labels_ok(PTR(int64_t, labels), N * K, D), "hawkes_terms: labels must be in [-1, D)");
+    size_t size = is_double ? sizeof(double) : sizeof(float);
+    void *work = malloc((size_t)(2 * D + 1) * size);
+    if (!work) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        hawkes_terms_f64(N, K, D, PTR(double, times), PTR(int64_t, labels), PTR(double, mu),
+                         mu_seq, PTR(double, alpha), alpha_seq, PTR(double, beta), beta_seq, t0,
+                         t1, PTR(double, mark_sum), PTR(double, integral), PTR(double, j_mu),
+                         PTR(double, j_alpha), PTR(double, j_beta), PTR(double, s),
+                         PTR(double, s_prime), (double *)work);
+    else
+        hawkes_terms_f32(N, K, D, PTR(float, times), PTR(int64_t, labels), PTR(float, mu),
+                         mu_seq, PTR(float, alpha), alpha_seq, PTR(float, beta), beta_seq, t0,
+                         t1, PTR(float, mark_sum), PTR(float, integral), PTR(float, j_mu),
+                         PTR(float, j_alpha), PTR(float, j_beta), PTR(float, s),
+                         PTR(float, s_prime), (float *)work);
+    Py_END_ALLOW_THREADS
+    free(work);
+    Py_RETURN_NONE;
+}
+
 static PyObject *scan_forward(PyObject *self, PyObject *args) {
     int is_double;
     Py_ssize_t B, G, R, F;
@@ -219,13 +267,6 @@ static PyObject *scan_backward(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     free(work);
     Py_RETURN_NONE;
-}
-
-/* labels (N R entries) all in [-1, D): checked before a loop indexes the weights with them */
-static int labels_ok(const int64_t *labels, Py_ssize_t count, Py_ssize_t D) {
-    for (Py_ssize_t k = 0; k < count; k++)
-        if (labels[k] < -1 || labels[k] >= D) return 0;
-    return 1;
 }
 
 /* exactly one of marks (dense) and labels (int64 indices) */
@@ -443,6 +484,8 @@ static PyMethodDef methods[] = {
      "Log-likelihood terms (marks, compensator) of SpikingPointProcess, forward only."},
     {"spiking_terms_backward", spiking_terms_backward, METH_VARARGS,
      "Vector-Jacobian product of spiking_terms."},
+    {"hawkes_terms", hawkes_terms, METH_VARARGS,
+     "Log-likelihood terms of a uniform-decay Hawkes process and their derivatives."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
      "One chunk of Ogata's thinning of an exponential-kernel Hawkes process per sequence."},
     {"sigkernel_forward", sigkernel_forward, METH_VARARGS,
@@ -462,7 +505,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 8
+#define KERNELS_VERSION 9
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

@@ -532,6 +532,78 @@ static void FN(spiking_terms_backward)(
 
 #undef ROW_MARKS
 
+/*
+ * Log-likelihood terms of a linear Hawkes process with exponential kernels and one decay beta
+ * per sequence (HawkesProcess with a uniform decay), with their derivatives in the same pass
+ * (forward mode: O(D) per event, nothing stored per event). Over the sorted events of each
+ * sequence (times (N, K); labels (N, K), -1 = none) in the window [t0, t1], with the source
+ * traces a_j(t) = sum_{m: j_m = j, t_m < t} e^{-beta (t - t_m)} and b_j = sum (t - t_m) e^{..}
+ * (so that d a_j / d beta = -b_j), at an event k of neuron i:
+ *   lambda = mu_i + beta sum_j alpha_ij a_j;   mark_sum_i += log lambda;
+ *   j_mu_i += 1 / lambda;   j_alpha_ij += beta a_j / lambda;
+ *   j_beta_i += sum_j alpha_ij (a_j - beta b_j) / lambda;
+ *   s_i += 1 - e^{-beta (t1 - t_k)};   s_prime_i += (t1 - t_k) e^{-beta (t1 - t_k)}
+ * and then a_i += 1 (a simultaneous later event sees it, as in the PyTorch path). The
+ * compensator is integral_i = mu_i (t1 - t0) + sum_j alpha_ij s_j, its derivatives t1 - t0,
+ * s_j and sum_j alpha_ij s_prime_j. mu, alpha and beta advance by their *_seq strides per
+ * sequence (0: shared). work: 2 D.
+ */
+static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *times,
+                             const int64_t *labels, const T *mu, Py_ssize_t mu_seq,
+                             const T *alpha, Py_ssize_t alpha_seq, const T *beta,
+                             Py_ssize_t beta_seq, double t0, double t1, T *mark_sum,
+                             T *integral, T *j_mu, T *j_alpha, T *j_beta, T *s, T *s_prime,
+                             T *work) {
+    T *a = work, *b = work + D;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *t = times + n * K, *m = mu + n * mu_seq, *al = alpha + n * alpha_seq;
+        const int64_t *lab = labels + n * K;
+        const T bt = beta[n * beta_seq];
+        T *ms = mark_sum + n * D, *in = integral + n * D, *jm = j_mu + n * D;
+        T *ja = j_alpha + n * D * D, *jb = j_beta + n * D, *sn = s + n * D;
+        T *sp = s_prime + n * D;
+        for (Py_ssize_t k = 0; k < D; k++) ms[k] = in[k] = jm[k] = jb[k] = sn[k] = sp[k] = 0;
+        for (Py_ssize_t k = 0; k < D * D; k++) ja[k] = 0;
+        for (Py_ssize_t k = 0; k < D; k++) a[k] = b[k] = 0;
+        T last = (T)t0;
+        for (Py_ssize_t r = 0; r < K; r++) {
+            const int64_t i = lab[r];
+            if (i < 0) continue;
+            const T dt = t[r] - last;
+            if (dt != 0) {
+                const T e = EXP(-bt * dt);
+                for (Py_ssize_t j = 0; j < D; j++) {
+                    b[j] = e * (b[j] + dt * a[j]);
+                    a[j] *= e;
+                }
+                last = t[r];
+            }
+            const T *row = al + i * D;
+            T acc = 0, accb = 0;
+            for (Py_ssize_t j = 0; j < D; j++) {
+                acc += row[j] * a[j];
+                accb += row[j] * (a[j] - bt * b[j]);
+            }
+            const T lam = m[i] + bt * acc, inv = 1 / lam;
+            ms[i] += LOG(lam);
+            jm[i] += inv;
+            jb[i] += accb * inv;
+            T *jrow = ja + i * D;
+            const T scale = bt * inv;
+            for (Py_ssize_t j = 0; j < D; j++) jrow[j] += scale * a[j];
+            const T rest = (T)t1 - t[r], left = EXP(-bt * rest);
+            sn[i] += -EXPM1(-bt * rest);
+            sp[i] += rest * left;
+            a[i] += 1;
+        }
+        for (Py_ssize_t i = 0; i < D; i++) {
+            T acc = m[i] * (T)(t1 - t0);
+            for (Py_ssize_t j = 0; j < D; j++) acc += al[i * D + j] * sn[j];
+            in[i] = acc;
+        }
+    }
+}
+
 #undef FN
 #undef CAT
 #undef CAT_

@@ -31,6 +31,7 @@ from pyro_spikes.distributions import (
     kernels,
 )
 from pyro_spikes.distributions.scan import _blocked_scan
+from pyro_spikes.distributions.hawkes import _hawkes_sums_torch
 from pyro_spikes.distributions.spiking import _likelihood_sums_torch
 
 torch.set_num_threads(1)
@@ -103,7 +104,7 @@ def settings_for(n):
 KERNEL_NAMES = ["base", "decay", "weight", "mask", "draws", "mode", "inv_temp", "grad",
                 "y_spike", "p_coef", "q_coef", "mu", "cmu", "neg_beta", "table", "state", "t",
                 "exps", "unifs", "duration", "times", "marks", "bias", "rates", "upper_bound",
-                "nodes", "qweights", "inputs", "neurons", "initial"]
+                "nodes", "qweights", "inputs", "neurons", "initial", "labels", "alpha", "beta"]
 
 
 @st.composite
@@ -267,6 +268,45 @@ def check_spiking_terms(case):
             "labels out of range accepted"
     want = _likelihood_sums_torch(a["times"], a["marks"], a["bias"], a["weight"], a["rates"],
                                   a["upper_bound"], a["initial"], a["nodes"], a["qweights"])
+    for x, y in zip(got, want):
+        finite(x, y)
+        close(x, y, a["times"].dtype)
+
+
+@st.composite
+def hawkes_terms_case(draw):
+    n, k, d = draw(st.integers(0, 3)), draw(st.integers(0, 8)), draw(st.integers(0, 3))
+    dtype = draw(st.sampled_from(DTYPES))
+    args = dict(
+        times=values(draw, (n, k), dtype, 0, 2, special=0).sort(-1).values,
+        labels=torch.tensor(draw(st.lists(st.integers(-1, max(d - 1, -1)), min_size=n * k,
+                                          max_size=n * k)), dtype=torch.long).reshape(n, k),
+        mu=values(draw, (n, d), dtype, 0.1, 2, special=0),
+        alpha=values(draw, draw(st.sampled_from([(d, d), (n, d, d)])), dtype, 0, 1, special=0),
+        beta=values(draw, (n,), dtype, 0.5, 3, special=0),
+    )
+    bad = draw(st.sampled_from([None, None, "shape", "dtype", "label"]))
+    if bad == "label" and args["labels"].numel():
+        args["labels"] = args["labels"] + d + 1  # out of range: refused, never read
+    elif bad in ("shape", "dtype"):
+        key = draw(st.sampled_from(sorted(args)))
+        x = args[key]
+        args[key] = (x.unsqueeze(0) if bad == "shape" else
+                     x.to(torch.float32 if x.dtype == torch.float64 else torch.float64))
+    return args
+
+
+def check_hawkes_terms(case):
+    if not kernels.has_compiled_loops():
+        return
+    a = case
+    with kernels.compiled_loops(True):
+        got = named_call(KERNEL_NAMES, kernels.hawkes_terms, a["times"], a["labels"], a["mu"],
+                         a["alpha"], a["beta"], (0.0, 2.0), _hawkes_sums_torch)
+    if got is None:
+        return
+    want = _hawkes_sums_torch(a["times"], a["labels"], a["mu"], a["alpha"], a["beta"],
+                              (0.0, 2.0))
     for x, y in zip(got, want):
         finite(x, y)
         close(x, y, a["times"].dtype)
@@ -560,6 +600,7 @@ GROUPS = {
     "exp_decay_scan": (scan_case(), check_scan),
     "spiking_terms": (terms_case(), check_spiking_terms),
     "hawkes_chunk": (hawkes_chunk_case(), check_hawkes_chunk),
+    "hawkes_terms": (hawkes_terms_case(), check_hawkes_terms),
     "poisson": (poisson_case(), check_poisson),
     "hawkes": (hawkes_case(), check_hawkes),
     "spiking": (spiking_case(), check_spiking),

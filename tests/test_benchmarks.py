@@ -84,3 +84,29 @@ def test_signature_kernel_benchmark_smoke(tmp_path):
         assert "pysiglib is missing" in proc.stdout
     else:
         assert all(r["max_rel_diff_pysiglib"] < 1e-10 for r in ours)
+
+
+def test_recordings_benchmark_smoke(tmp_path):
+    # runs with or without tick; each spiking configuration in its own process
+    out = tmp_path / "recordings.json"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "recordings.py"), "--quick",
+         "--threads", "1", "--repeats", "1", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["run"]["command"].startswith("python benchmarks/recordings.py --quick")
+    r = record["results"]
+    assert [row["D"] for row in r["spiking_by_neurons"]] == [4, 8]
+    assert r["spiking_dense"]["layout"] == "dense"
+    # the same spikes in both layouts: the same log-likelihood
+    same = [row for row in r["spiking_by_duration"] if row["minutes"] == 0.05][0]
+    assert abs(same["log_prob"] - r["spiking_dense"]["log_prob"]) < 1e-9 * abs(same["log_prob"])
+    for row in r["spiking_by_neurons"] + r["spiking_by_duration"]:
+        assert row["spikes"] > 0 and row["peak_rss_mb"] >= row["rss_before_mb"] > 0
+    hawkes = r["hawkes"][0]
+    assert hawkes["events"] > 1000 and hawkes["ours_events_per_s"] > 0
+    if r["tick"] != "missing":  # both compute the same function
+        assert hawkes["loss_rel_diff"] < 1e-10 and hawkes["grad_max_abs_diff"] < 1e-10

@@ -18,7 +18,8 @@ from pyro_spikes.distributions.kernels import has_compiled_loops
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXAMPLES = 60
-KERNEL_GROUPS = "thinning_loop,relaxed_adjoint,exp_decay_scan,spiking_terms,hawkes_chunk"
+KERNEL_GROUPS = ("thinning_loop,relaxed_adjoint,exp_decay_scan,spiking_terms,hawkes_chunk,"
+                 "hawkes_terms")
 PROCESS_GROUPS = "poisson,hawkes,spiking,stochastic_lif,layout"
 
 

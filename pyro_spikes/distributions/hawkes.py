@@ -27,8 +27,42 @@ from pyro_spikes.distributions.point_process import (
     sequential_threads,
 )
 from pyro_spikes.distributions.scan import exp_decay_scan
+from pyro_spikes.spikes import _exact_marks
 
 __all__ = ["HawkesProcess"]
+
+
+def _uniform_rows(times, marks, mu, alpha, beta, initial=None):
+    """
+    The rows' terms of a linear Hawkes process with one decay :math:`\\beta` (``batch + (1,)``),
+    ``(log_rate, integral, final)`` (see :meth:`HawkesProcess._trace_terms`): ``mu``
+    ``batch + (D,)``, ``alpha`` ``batch + (D, D)``, marks dense or labels on every row.
+    """
+    mu = mu.unsqueeze(-2)  # batch + (1, D)
+    jump = alpha * beta.unsqueeze(-1)  # alpha beta, batch + (D, D)
+    dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)  # (..., R-1, 1)
+    x = mark_rows(marks, jump.transpose(-1, -2)).unsqueeze(-3)  # (..., 1, R, D)
+    h = exp_decay_scan(times, x, beta)[..., 0, :, :]  # (..., R, D)
+    if initial is not None:  # the carried excitation, decayed from the first row
+        since = (times - times[..., :1]) * beta
+        h = h + torch.exp(-since).unsqueeze(-1) * initial.unsqueeze(-2)
+    after = h + x[..., 0, :, :]
+    b = beta.unsqueeze(-1)
+    integral = mu * dt + after[..., :-1, :] * (-torch.expm1(-b * dt)) / b
+    return torch.log(mu + h), integral, after[..., -1, :]
+
+
+def _hawkes_sums_torch(times, labels, mu, alpha, beta, window):
+    """
+    The sums of :func:`~pyro_spikes.distributions.kernels.hawkes_terms` (same arguments) in
+    PyTorch operations: the formulas its second derivatives go through.
+    """
+    edge = times.new_empty(times.shape[:-1] + (1,))
+    none = labels.new_full(labels.shape[:-1] + (1,), -1)
+    times = torch.cat([edge.fill_(window[0]), times, edge.clone().fill_(window[1])], -1)
+    labels = torch.cat([none, labels, none], -1)
+    log_rate, integral, _ = _uniform_rows(times, labels, mu, alpha, beta.unsqueeze(-1))
+    return mark_sum(labels, log_rate), integral.sum(-2)
 
 
 class HawkesProcess(PointProcess):
@@ -51,7 +85,13 @@ class HawkesProcess(PointProcess):
             \\left(1 - e^{-\\beta_{ij} (T - t_j^{(k)})}\\right),
 
     used in :meth:`log_prob` interval by interval, streamed through the rows in chunks that
-    carry the excitation (see :func:`~pyro_spikes.distributions.point_process.stream_terms`). The history enters through exponentially
+    carry the excitation (see :func:`~pyro_spikes.distributions.point_process.stream_terms`).
+    On the CPU, with one decay and exact spikes whose times need no gradient, ``log_prob`` runs
+    instead the compiled one-pass likelihood of
+    :func:`~pyro_spikes.distributions.kernels.hawkes_terms`, which accumulates the derivatives
+    in the same pass (O(D) per event, nothing stored per event); it is the same function as
+    tick's ``ModelHawkesExpKernLogLik`` (whose log-likelihood is ours plus :math:`D T`, relative
+    to a unit-rate Poisson process), see ``benchmarks/recordings.py``. The history enters through exponentially
     decaying states (one per decay rate) evaluated by
     :func:`~pyro_spikes.distributions.scan.exp_decay_scan`. Sampling is Ogata's (1981)
     thinning: with :math:`\\alpha \\ge 0` the intensity decays between events, so its value
@@ -153,6 +193,58 @@ class HawkesProcess(PointProcess):
         log_rate, integral, _ = self._trace_terms(times, marks)
         return log_rate, integral
 
+    def _terms(self, value):
+        if not value.requires_grad:  # see PointProcess._terms
+            value = self._trim(value)
+        compiled = self._compiled_terms(value)
+        if compiled is not None:
+            return compiled
+        return super()._terms(value)
+
+    def _compiled_terms(self, value):
+        """
+        On the CPU, with one decay, exact marks (indices, or one-hot dense marks), sorted
+        rows and times that need no gradient: the compiled one-pass likelihood with its
+        forward-mode derivatives (:func:`~pyro_spikes.distributions.kernels.hawkes_terms`) over
+        the value's own rows and the window :math:`[0, T]`; ``None`` otherwise (the streamed
+        PyTorch formulas then).
+        """
+        params = (self.baseline, self.adjacency, self.decay)
+        if not (
+            kernels.compiled_for(self.baseline)
+            and not value.requires_grad
+            and all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in params + (value,))
+            and all(x.dtype == self.baseline.dtype for x in params)
+            and self._uniform_decay()
+        ):
+            return None
+        value = value.to(self.baseline)
+        times = value[..., 0]
+        if times.shape[-1] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
+            return None  # unsorted rows (not validated): the general path sorts them
+        if self.layout == "dense":
+            marks = value[..., 1:]
+            if not _exact_marks(marks):
+                return None  # soft marks: the PyTorch formulas
+            spike = (marks != 0).any(-1)
+            labels = torch.where(spike, marks.argmax(-1), torch.full_like(spike, -1,
+                                                                         dtype=torch.long))
+        else:
+            labels = self._value_marks(value)
+        d = self.num_neurons
+        shape = torch.Size(broadcast_shape(times.shape[:-1], self.batch_shape))
+        n = shape.numel()
+        times = times.expand(shape + times.shape[-1:]).reshape(n, -1)
+        labels = labels.expand(shape + labels.shape[-1:]).reshape(n, -1)
+        mu = self.baseline.expand(shape + (d,)).reshape(n, d)
+        alpha = self.adjacency
+        alpha = (alpha.reshape(d, d) if alpha.shape[:-2].numel() == 1
+                 else alpha.expand(shape + (d, d)).reshape(n, d, d))
+        beta = self.decay[..., 0, 0].expand(shape).reshape(n)
+        mark_total, integral = kernels.hawkes_terms(times, labels, mu, alpha, beta,
+                                                    (0.0, self.duration), _hawkes_sums_torch)
+        return mark_total.reshape(shape + (d,)), integral.reshape(shape + (d,))
+
     def _chunk_terms(self, times, marks, state):
         log_rate, integral, final = self._trace_terms(times, marks, state)
         return mark_sum(marks, log_rate), integral.sum(-2), final
@@ -177,17 +269,8 @@ class HawkesProcess(PointProcess):
         dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)  # (..., R-1, 1)
         since = times - times[..., :1]  # from the first row, for the carried excitation
         if self._uniform_decay():
-            beta = self.decay[..., :1, 0]  # batch + (1,)
-            x = mark_rows(marks, jump.transpose(-1, -2)).unsqueeze(-3)  # (..., 1, R, D)
-            h = exp_decay_scan(times, x, beta)[..., 0, :, :]  # (..., R, D)
-            if initial is not None:
-                h = h + torch.exp(-since * beta).unsqueeze(-1) * initial.unsqueeze(-2)
-            excite = h
-            after = h + x[..., 0, :, :]
-            hp = after[..., :-1, :]
-            b = beta.unsqueeze(-1)
-            integral = mu * dt + hp * (-torch.expm1(-b * dt)) / b
-            final = after[..., -1, :]
+            return _uniform_rows(times, marks, self.baseline, self.adjacency,
+                                 self.decay[..., :1, 0], initial)
         else:
             if marks.dtype == torch.long:  # every pair needs its source's mark: one-hot
                 marks = one_hot_marks(marks, d, mu)

@@ -38,7 +38,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 8
+VERSION = 9
 
 
 def _checked(module):
@@ -67,6 +67,7 @@ __all__ = [
     "exp_decay_scan_compiled",
     "has_compiled_loops",
     "hawkes_chunk",
+    "hawkes_terms",
     "relaxed_adjoint",
     "spiking_terms",
     "thinning_loop",
@@ -452,6 +453,100 @@ def hawkes_chunk(mu, cmu, neg_beta, table, state, t, exps, unifs, duration):
 
     _for_sequences(n, n * num * (d if uniform else d * d), call)
     return times, labels
+
+
+def hawkes_terms(times, labels, mu, alpha, beta, window, torch_terms):
+    """
+    Log-likelihood terms of a :class:`~pyro_spikes.distributions.HawkesProcess` with one decay
+    per sequence, compiled, in one pass over the events that also accumulates their derivatives
+    (forward mode: O(D) per event, O(D^2) per sequence, nothing stored per event): per sequence
+    and neuron :math:`i`, :math:`\\sum_{k: i_k = i} \\log\\lambda_i(t_k^-)` and
+    :math:`\\int_{t_0}^{t_1} \\lambda_i` (closed form). Gradients reach ``mu``, ``alpha`` and
+    ``beta`` (second derivatives go through ``torch_terms``, the same sums in PyTorch
+    operations with the same arguments); the event times get none.
+
+    :param times: sorted event times ``(N, K)``; ``labels``: ``(N, K)`` int64 (-1: no event);
+        ``mu``: ``(N, D)``; ``alpha``: ``(D, D)`` or ``(N, D, D)`` (row: receiving neuron);
+        ``beta``: ``(N,)``; ``window``: ``(t0, t1)``, the observation window.
+    :returns: ``(mark_sum, integral)``, each ``(N, D)``.
+    """
+    _check_tensor("times", times, 2)
+    if not compiled_for(times):
+        raise RuntimeError("hawkes_terms needs the compiled loops and a CPU float tensor")
+    n, k = times.shape
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long:
+        raise TypeError("labels must be an int64 tensor")
+    _check_shape("labels", labels, (n, k))
+    _check_tensor("mu", mu, 2)
+    d = mu.shape[-1]
+    _check_positive(**{"mu.shape[-1] (neurons)": d})
+    for name, x in (("mu", mu), ("alpha", alpha), ("beta", beta)):
+        _check_float(name, x, times)
+    _check_shape("mu", mu, (n, d))
+    _check_shape("alpha", alpha, (d, d), (n, d, d))
+    _check_shape("beta", beta, (n,))
+    if labels.numel():
+        low, high = labels.aminmax()
+        if int(low) < -1 or int(high) >= d:
+            raise ValueError(f"labels must lie in [-1, {d}), got [{int(low)}, {int(high)}]")
+    t0, t1 = float(window[0]), float(window[1])
+    return _HawkesTerms.apply(times, labels, mu, alpha, beta, (t0, t1), torch_terms)
+
+
+class _HawkesTerms(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, times, labels, mu, alpha, beta, window, torch_terms):
+        n, k = times.shape
+        d = mu.shape[-1]
+        times, labels, mu_c, alpha_c, beta_c = (x.detach().contiguous() for x in
+                                                (times, labels, mu, alpha, beta))
+        batched = alpha_c.dim() == 3
+        outs = [times.new_empty(n, d) for _ in range(3)] + [times.new_empty(n, d, d)] + \
+            [times.new_empty(n, d) for _ in range(3)]
+        mark_sum, integral, j_mu, j_alpha, j_beta, s, s_prime = outs
+
+        def call(a, b):
+            _compiled.hawkes_terms(
+                times.dtype == torch.float64, b - a, k, d, _at(times, a), _at(labels, a),
+                _at(mu_c, a), d, _at(alpha_c, a) if batched else alpha_c.data_ptr(),
+                d * d if batched else 0, _at(beta_c, a), 1, window[0], window[1],
+                *(_at(x, a) for x in outs),
+            )
+
+        if n:
+            _for_sequences(n, n * max(k, 1) * d, call)
+        ctx.save_for_backward(times, labels, mu, alpha, beta, j_mu, j_alpha, j_beta, s, s_prime)
+        ctx.window, ctx.torch_terms = window, torch_terms
+        ctx.mark_non_differentiable(labels)
+        return mark_sum, integral
+
+    @staticmethod
+    def backward(ctx, g_mark, g_int):
+        times, labels, mu, alpha, beta, j_mu, j_alpha, j_beta, s, s_prime = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[2:5]
+        if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
+            params = (mu, alpha, beta)
+            outs = ctx.torch_terms(times, labels, *params, ctx.window)
+            grads = [g if g is not None else torch.zeros_like(o)
+                     for g, o in zip((g_mark, g_int), outs)]
+            got = iter(torch.autograd.grad(outs, [x for x, w in zip(params, wanted) if w],
+                                           grads, create_graph=True, allow_unused=True))
+            got = [next(got) if w else None for w in wanted]
+            got = [torch.zeros_like(x) if w and g is None else g
+                   for x, w, g in zip(params, wanted, got)]
+            return (None, None, *got, None, None)
+        g_mark = torch.zeros_like(j_mu) if g_mark is None else g_mark
+        g_int = torch.zeros_like(j_mu) if g_int is None else g_int
+        t0, t1 = ctx.window
+        g_mu = g_mark * j_mu + g_int * (t1 - t0)
+        g_alpha = g_mark.unsqueeze(-1) * j_alpha + g_int.unsqueeze(-1) * s.unsqueeze(-2)
+        if alpha.dim() == 2:
+            g_alpha = g_alpha.sum(0)
+        alpha_n = alpha.detach().expand(j_alpha.shape)
+        g_beta = (g_mark * j_beta).sum(-1) + (g_int.unsqueeze(-1) * alpha_n
+                                             * s_prime.unsqueeze(-2)).sum((-1, -2))
+        grads = (g_mu, g_alpha, g_beta)
+        return (None, None, *(g if w else None for g, w in zip(grads, wanted)), None, None)
 
 
 def _sum_to(grad, shape):
