@@ -12,6 +12,7 @@ machine; ``docs/render_tables.py`` renders the tables of :doc:`recordings` from 
    against the duration at :math:`D = 300`; the dense layout once for comparison. Every
    configuration runs in a fresh process, so its peak RSS (``ru_maxrss``) is its own; the
    process's RSS before the evaluation (Python, torch and the data) is reported beside it.
+   The compensator's fixed quadrature rule is timed once against the adaptive default.
 2. :class:`~pyro_spikes.distributions.HawkesProcess` ``log_prob`` + gradient against tick's
    ``ModelHawkesExpKernLogLik`` ``loss`` + ``grad`` on the same events (a peer run in the same
    process; tick is a benchmark peer only, never a dependency): events per second and the
@@ -63,7 +64,7 @@ def recording(num_neurons, duration, seed):
     return torch.stack([times, labels], -1)
 
 
-def spiking_worker(num_neurons, minutes, layout, seed, threads):
+def spiking_worker(num_neurons, minutes, layout, seed, threads, adaptive=True):
     """One configuration, in this (fresh) process: a dict of its measurements."""
     torch.set_num_threads(threads)
     duration = 60.0 * minutes
@@ -77,7 +78,8 @@ def spiking_worker(num_neurons, minutes, layout, seed, threads):
     before = rss_mb()
     t0 = time.perf_counter()
     process = SpikingPointProcess(bias, weight, torch.tensor([TAU], dtype=torch.float64),
-                                  duration, upper_bound=20.0, layout=layout)
+                                  duration, upper_bound=20.0, layout=layout,
+                                  adaptive_quadrature=adaptive)
     lp = process.log_prob(value)
     t1 = time.perf_counter()
     torch.autograd.grad(lp, [bias, weight])
@@ -85,6 +87,7 @@ def spiking_worker(num_neurons, minutes, layout, seed, threads):
     spikes = value.shape[-2]
     return {
         "D": num_neurons, "minutes": minutes, "layout": layout, "spikes": spikes,
+        "quadrature": "adaptive" if adaptive else "fixed",
         "forward_s": t1 - t0, "backward_s": t2 - t1,
         "us_per_spike": (t2 - t0) / spikes * 1e6,
         "ns_per_spike_and_neuron": (t2 - t0) / spikes / num_neurons * 1e9,
@@ -93,16 +96,17 @@ def spiking_worker(num_neurons, minutes, layout, seed, threads):
     }
 
 
-def run_spiking(num_neurons, minutes, layout, args):
+def run_spiking(num_neurons, minutes, layout, args, adaptive=True):
     """:func:`spiking_worker` in a fresh process (its own peak RSS)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-           json.dumps([num_neurons, minutes, layout, args.seed, args.threads])]
+           json.dumps([num_neurons, minutes, layout, args.seed, args.threads, adaptive])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     if proc.returncode != 0:
         raise RuntimeError(f"worker {num_neurons} {minutes} {layout} failed:\n{proc.stderr}")
     row = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"  spiking D={row['D']:5d} {row['minutes']:5g} min {row['layout']:5s}: "
+    print(f"  spiking D={row['D']:5d} {row['minutes']:5g} min {row['layout']:5s} "
+          f"{row['quadrature']:8s}: "
           f"{row['spikes']:8d} spikes, {row['forward_s'] + row['backward_s']:7.1f} s, "
           f"{row['us_per_spike']:7.1f} us/spike, peak RSS {row['peak_rss_mb']:6.0f} MB "
           f"(before {row['rss_before_mb']:.0f} MB)", flush=True)
@@ -207,6 +211,7 @@ def main(argv=None):
     by_neurons = [run_spiking(d, minutes, "index", args) for d in sizes]
     by_duration = [run_spiking(duration_d, m, "index", args) for m in durations]
     dense = run_spiking(duration_d, durations[0], "dense", args)
+    fixed = run_spiking(duration_d, durations[0], "index", args, adaptive=False)
     print("HawkesProcess log_prob + gradient against tick:", flush=True)
     model_cls = tick_model()
     hawkes_rows = [bench_hawkes(d, e, model_cls, args.seed, args.repeats) for d, e in hawkes]
@@ -216,6 +221,7 @@ def main(argv=None):
         "spiking_by_neurons": by_neurons,
         "spiking_by_duration": by_duration,
         "spiking_dense": dense,
+        "spiking_fixed_quadrature": fixed,
         "hawkes": hawkes_rows,
         "tick": "missing" if model_cls is None else __import__("tick").__version__,
     }

@@ -279,15 +279,16 @@ static PyObject *scan_backward(PyObject *self, PyObject *args) {
 
 static PyObject *spiking_terms(PyObject *self, PyObject *args) {
     int is_double;
-    Py_ssize_t N, R, L, D, Q, bias_seq, weight_seq, rates_seq, upper_seq;
-    unsigned long long times, marks, labels, bias, weight, rates, upper, nodes, qweights, h_in,
-        h_out, mark_sum, integral;
-    if (!PyArg_ParseTuple(args, "innnnnKKKKnKnKnKnKKKKKK", &is_double, &N, &R, &L, &D, &Q,
-                          &times, &marks, &labels, &bias, &bias_seq, &weight, &weight_seq,
-                          &rates, &rates_seq, &upper, &upper_seq, &nodes, &qweights, &h_in,
-                          &h_out, &mark_sum, &integral))
+    Py_ssize_t N, R, L, D, K, Q, bias_seq, weight_seq, rates_seq, upper_seq;
+    unsigned long long times, marks, labels, bias, weight, rates, upper, nodes, qweights,
+        thresholds, h_in, h_out, mark_sum, integral;
+    if (!PyArg_ParseTuple(args, "innnnnnKKKKnKnKnKnKKKKKKK", &is_double, &N, &R, &L, &D, &K,
+                          &Q, &times, &marks, &labels, &bias, &bias_seq, &weight, &weight_seq,
+                          &rates, &rates_seq, &upper, &upper_seq, &nodes, &qweights,
+                          &thresholds, &h_in, &h_out, &mark_sum, &integral))
         return NULL;
     REQUIRE(N >= 0 && R >= 0 && L >= 0 && Q >= 0, "spiking_terms: N, R, L, Q must be >= 0");
+    REQUIRE(K >= 1, "spiking_terms: K (quadrature rules) must be >= 1");
     REQUIRE(D >= 1, "spiking_terms: D (neurons) must be >= 1");
     REQUIRE(bias_seq >= 0 && weight_seq >= 0 && rates_seq >= 0 && upper_seq >= 0,
             "spiking_terms: strides must be >= 0");
@@ -299,18 +300,19 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
     if (!work) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
-        spiking_terms_f64(N, R, L, D, Q, PTR(double, times), PTR(double, marks),
+        spiking_terms_f64(N, R, L, D, K, Q, PTR(double, times), PTR(double, marks),
                           PTR(int64_t, labels), PTR(double, bias), bias_seq,
                           PTR(double, weight), weight_seq, PTR(double, rates), rates_seq,
                           PTR(double, upper), upper_seq, PTR(double, nodes),
-                          PTR(double, qweights), PTR(double, h_in), PTR(double, h_out),
+                          PTR(double, qweights), PTR(double, thresholds), PTR(double, h_in),
+                          PTR(double, h_out),
                           PTR(double, mark_sum), PTR(double, integral), (double *)work);
     else
-        spiking_terms_f32(N, R, L, D, Q, PTR(float, times), PTR(float, marks),
+        spiking_terms_f32(N, R, L, D, K, Q, PTR(float, times), PTR(float, marks),
                           PTR(int64_t, labels), PTR(float, bias), bias_seq, PTR(float, weight),
                           weight_seq, PTR(float, rates), rates_seq, PTR(float, upper),
                           upper_seq, PTR(float, nodes), PTR(float, qweights),
-                          PTR(float, h_in), PTR(float, h_out), PTR(float, mark_sum),
+                          PTR(float, thresholds), PTR(float, h_in), PTR(float, h_out), PTR(float, mark_sum),
                           PTR(float, integral), (float *)work);
     Py_END_ALLOW_THREADS
     free(work);
@@ -319,14 +321,16 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
 
 static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     int is_double;
-    Py_ssize_t N, R, L, D, Q, bias_seq, weight_seq, rates_seq, upper_seq;
-    unsigned long long times, marks, labels, bias, weight, rates, upper, nodes, qweights, h_in,
-        g_mark, g_int, g_out, gt, gm, gb, gw, gr, ga, g_in;
-    if (!PyArg_ParseTuple(args, "innnnnKKKKnKnKnKnKKKKKKKKKKKKK", &is_double, &N, &R, &L, &D,
-                          &Q, &times, &marks, &labels, &bias, &bias_seq, &weight, &weight_seq,
-                          &rates, &rates_seq, &upper, &upper_seq, &nodes, &qweights, &h_in,
-                          &g_mark, &g_int, &g_out, &gt, &gm, &gb, &gw, &gr, &ga, &g_in))
+    Py_ssize_t N, R, L, D, K, Q, bias_seq, weight_seq, rates_seq, upper_seq;
+    unsigned long long times, marks, labels, bias, weight, rates, upper, nodes, qweights,
+        thresholds, h_in, g_mark, g_int, g_out, gt, gm, gb, gw, gr, ga, g_in;
+    if (!PyArg_ParseTuple(args, "innnnnnKKKKnKnKnKnKKKKKKKKKKKKKK", &is_double, &N, &R, &L,
+                          &D, &K, &Q, &times, &marks, &labels, &bias, &bias_seq, &weight,
+                          &weight_seq, &rates, &rates_seq, &upper, &upper_seq, &nodes,
+                          &qweights, &thresholds, &h_in, &g_mark, &g_int, &g_out, &gt, &gm,
+                          &gb, &gw, &gr, &ga, &g_in))
         return NULL;
+    REQUIRE(K >= 1, "spiking_terms_backward: K (quadrature rules) must be >= 1");
     REQUIRE(N >= 0 && R >= 0 && L >= 0 && Q >= 0,
             "spiking_terms_backward: N, R, L, Q must be >= 0");
     REQUIRE(D >= 1, "spiking_terms_backward: D (neurons) must be >= 1");
@@ -344,18 +348,18 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         spiking_terms_backward_f64(
-            N, R, L, D, Q, PTR(double, times), PTR(double, marks), PTR(int64_t, labels),
+            N, R, L, D, K, Q, PTR(double, times), PTR(double, marks), PTR(int64_t, labels),
             PTR(double, bias), bias_seq, PTR(double, weight), weight_seq, PTR(double, rates),
             rates_seq, PTR(double, upper), upper_seq, PTR(double, nodes), PTR(double, qweights),
-            PTR(double, h_in), PTR(double, g_mark), PTR(double, g_int), PTR(double, g_out),
+            PTR(double, thresholds), PTR(double, h_in), PTR(double, g_mark), PTR(double, g_int), PTR(double, g_out),
             PTR(double, gt), PTR(double, gm), PTR(double, gb), PTR(double, gw), PTR(double, gr),
             PTR(double, ga), PTR(double, g_in), (double *)work);
     else
         spiking_terms_backward_f32(
-            N, R, L, D, Q, PTR(float, times), PTR(float, marks), PTR(int64_t, labels),
+            N, R, L, D, K, Q, PTR(float, times), PTR(float, marks), PTR(int64_t, labels),
             PTR(float, bias), bias_seq, PTR(float, weight), weight_seq, PTR(float, rates),
             rates_seq, PTR(float, upper), upper_seq, PTR(float, nodes), PTR(float, qweights),
-            PTR(float, h_in), PTR(float, g_mark), PTR(float, g_int), PTR(float, g_out),
+            PTR(float, thresholds), PTR(float, h_in), PTR(float, g_mark), PTR(float, g_int), PTR(float, g_out),
             PTR(float, gt), PTR(float, gm), PTR(float, gb), PTR(float, gw), PTR(float, gr),
             PTR(float, ga), PTR(float, g_in), (float *)work);
     Py_END_ALLOW_THREADS
@@ -505,7 +509,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 9
+#define KERNELS_VERSION 10
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

@@ -293,6 +293,17 @@ static void FN(scan_backward)(Py_ssize_t B, Py_ssize_t G, Py_ssize_t R, Py_ssize
 }
 
 /*
+ * The Gauss-Legendre rule of an interval of length dt: the first row k of the rule table whose
+ * threshold is at least dt (the last row otherwise). Row k holds Q nodes on [0, 1] and weights
+ * summing to one, zero-padded; the loops stop at the first zero weight.
+ */
+static Py_ssize_t FN(rule_of)(T dt, const T *thresholds, Py_ssize_t K) {
+    Py_ssize_t k = 0;
+    while (k < K - 1 && dt > thresholds[k]) k++;
+    return k;
+}
+
+/*
  * The marked neurons of row r: with labels (int64, -1 = none) the one index labels[r] with
  * mark 1, else the entries of the dense mark m (D values, zeros skipped by the callers).
  */
@@ -318,18 +329,20 @@ static void FN(scan_backward)(Py_ssize_t B, Py_ssize_t G, Py_ssize_t R, Py_ssize
  *   mark_sum_d += m_{r,d} (log a + log sigma(b_d + sum_l h_{l,d}))       (m_{r,d} != 0 only)
  *   start = h + W m_r;  integral_d += a dt_r sum_q w_q sigma(b_d + sum_l start_{l,d} e^{-s_q r_l})
  *   h = start e^{-dt_r r_l}
- * with Gauss-Legendre nodes s_q = node_q dt_r on each interval [t_r, t_{r+1}). The last row's
+ * with Gauss-Legendre nodes s_q = node_q dt_r on each interval [t_r, t_{r+1}), the rule of the
+ * interval's length from a table of K rules (nodes and qweights (K, Q), thresholds (K,), see
+ * rule_of). The last row's
  * start (the traces just after it) is written to h_out (N, L, D) when given: a long sequence
  * is scored in chunks that carry it. bias, weight, rates and a advance by their *_seq strides
  * per sequence (0: shared). work: (2 D + 1) L.
  */
 static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D,
-                              Py_ssize_t Q, const T *times, const T *marks,
+                              Py_ssize_t K, Py_ssize_t Q, const T *times, const T *marks,
                               const int64_t *labels, const T *bias, Py_ssize_t bias_seq,
                               const T *weight, Py_ssize_t weight_seq, const T *rates,
                               Py_ssize_t rates_seq, const T *upper, Py_ssize_t upper_seq,
-                              const T *nodes, const T *qweights, const T *h_in, T *h_out,
-                              T *mark_sum, T *integral, T *work) {
+                              const T *rule_nodes, const T *rule_weights, const T *thresholds,
+                              const T *h_in, T *h_out, T *mark_sum, T *integral, T *work) {
     T *h = work, *start = work + L * D, *e = work + 2 * L * D;
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *t = times + n * R, *b = bias + n * bias_seq, *w = weight + n * weight_seq;
@@ -359,7 +372,9 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
             }
             if (r == R - 1) break;
             const T dt = t[r + 1] - t[r];
-            for (Py_ssize_t q = 0; q < Q; q++) {
+            const Py_ssize_t rule = FN(rule_of)(dt, thresholds, K);
+            const T *nodes = rule_nodes + rule * Q, *qweights = rule_weights + rule * Q;
+            for (Py_ssize_t q = 0; q < Q && qweights[q] != 0; q++) {
                 for (Py_ssize_t l = 0; l < L; l++) e[l] = EXP(-nodes[q] * dt * rate[l]);
                 const T scale = qweights[q] * a * dt;
                 for (Py_ssize_t d = 0; d < D; d++) {
@@ -390,10 +405,11 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
  * work (R L D entries, plus 4 L D + 2 L).
  */
 static void FN(spiking_terms_backward)(
-    Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, Py_ssize_t Q, const T *times,
-    const T *marks, const int64_t *labels, const T *bias, Py_ssize_t bias_seq, const T *weight,
-    Py_ssize_t weight_seq, const T *rates, Py_ssize_t rates_seq, const T *upper,
-    Py_ssize_t upper_seq, const T *nodes, const T *qweights, const T *h_in, const T *g_mark,
+    Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize_t D, Py_ssize_t K, Py_ssize_t Q,
+    const T *times, const T *marks, const int64_t *labels, const T *bias, Py_ssize_t bias_seq,
+    const T *weight, Py_ssize_t weight_seq, const T *rates, Py_ssize_t rates_seq,
+    const T *upper, Py_ssize_t upper_seq, const T *rule_nodes, const T *rule_weights,
+    const T *thresholds, const T *h_in, const T *g_mark,
     const T *g_int, const T *g_out, T *gt, T *gm, T *gb, T *gw, T *gr, T *ga, T *g_in,
     T *work) {
     T *starts = work, *hb = work + R * L * D, *sb = hb + L * D, *h = sb + L * D;
@@ -456,7 +472,9 @@ static void FN(spiking_terms_backward)(
                     dtb -= eb_l * rate[l] * decay;
                     grn[l] -= eb_l * dt * decay;
                 }
-                for (Py_ssize_t q = 0; q < Q; q++) { /* the interval's quadrature */
+                const Py_ssize_t rule = FN(rule_of)(dt, thresholds, K);
+                const T *nodes = rule_nodes + rule * Q, *qweights = rule_weights + rule * Q;
+                for (Py_ssize_t q = 0; q < Q && qweights[q] != 0; q++) { /* the quadrature */
                     for (Py_ssize_t l = 0; l < L; l++) {
                         e[l] = EXP(-nodes[q] * dt * rate[l]);
                         eb[l] = 0;

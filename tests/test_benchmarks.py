@@ -101,6 +101,7 @@ def test_recordings_benchmark_smoke(tmp_path):
     r = record["results"]
     assert [row["D"] for row in r["spiking_by_neurons"]] == [4, 8]
     assert r["spiking_dense"]["layout"] == "dense"
+    assert r["spiking_fixed_quadrature"]["quadrature"] == "fixed"
     # the same spikes in both layouts: the same log-likelihood
     same = [row for row in r["spiking_by_duration"] if row["minutes"] == 0.05][0]
     assert abs(same["log_prob"] - r["spiking_dense"]["log_prob"]) < 1e-9 * abs(same["log_prob"])

@@ -218,14 +218,17 @@ def test_compiled_log_likelihood_terms_agree(case):
 
 
 @needs_compiled
+@pytest.mark.parametrize("rules", ["one", "table"])
 @pytest.mark.parametrize("marks_kind", ["soft", "labels"])
 @pytest.mark.parametrize("batched", [False, True])
-def test_compiled_spiking_terms_gradients(batched, marks_kind):
+def test_compiled_spiking_terms_gradients(batched, marks_kind, rules):
     # the compiled reverse sweep equals autograd through the PyTorch formulas, for every input
     # (times, soft marks or int64 labels, bias, shared or per-sequence weights, rates, upper
     # bound, the carried initial traces) and every output (mark sums, compensators, the final
-    # traces); gradcheck and gradgradcheck (second derivatives go through the PyTorch formulas)
-    from pyro_spikes.distributions.spiking import _gauss_legendre, _likelihood_sums_torch
+    # traces), with one quadrature rule or an adaptive table of them; gradcheck and
+    # gradgradcheck (second derivatives go through the PyTorch formulas)
+    from pyro_spikes.distributions.spiking import (_gauss_legendre, _likelihood_sums_torch,
+                                                   _quadrature_rules)
 
     g = torch.Generator().manual_seed(8)
     n, r, l, d = 3, 9, 2, 3
@@ -241,7 +244,13 @@ def test_compiled_spiking_terms_gradients(batched, marks_kind):
     rates = torch.rand(n, l, generator=g, dtype=dt) + 0.3
     upper = torch.rand(n, generator=g, dtype=dt) + 1
     initial = torch.randn(n, l, d, generator=g, dtype=dt)
-    nodes, qweights = _gauss_legendre(4, times)
+    if rules == "one":
+        nodes, qweights = _gauss_legendre(4, times)
+        thresholds = None
+    else:  # rules of 1..4 nodes, the intervals spread over several of them
+        nodes, qweights, thresholds = _quadrature_rules(4, 3.0, 3.0, True, times)
+        used = torch.searchsorted(thresholds, times.diff().contiguous()).unique()
+        assert used.numel() >= 2, used
     leaves = [times, bias, weight, rates, upper, initial]
     if marks_kind == "soft":
         leaves.append(marks)
@@ -255,10 +264,10 @@ def test_compiled_spiking_terms_gradients(batched, marks_kind):
 
     def compiled(t, m, b, w, ra, a, h0):
         return kernels.spiking_terms(t, m, b, w, ra, a, nodes, qweights, _likelihood_sums_torch,
-                                     initial=h0)
+                                     initial=h0, thresholds=thresholds)
 
     def reference(t, m, b, w, ra, a, h0):
-        return _likelihood_sums_torch(t, m, b, w, ra, a, h0, nodes, qweights)
+        return _likelihood_sums_torch(t, m, b, w, ra, a, h0, nodes, qweights, thresholds)
 
     def loss(fn, xs):
         mark_sum, integral, final = fn(*args_of(xs))

@@ -234,8 +234,9 @@ class HawkesProcess(PointProcess):
         d = self.num_neurons
         shape = torch.Size(broadcast_shape(times.shape[:-1], self.batch_shape))
         n = shape.numel()
-        times = times.expand(shape + times.shape[-1:]).reshape(n, -1)
-        labels = labels.expand(shape + labels.shape[-1:]).reshape(n, -1)
+        k = times.shape[-1]
+        times = times.expand(shape + (k,)).reshape(n, k)
+        labels = labels.expand(shape + (k,)).reshape(n, k)
         mu = self.baseline.expand(shape + (d,)).reshape(n, d)
         alpha = self.adjacency
         alpha = (alpha.reshape(d, d) if alpha.shape[:-2].numel() == 1

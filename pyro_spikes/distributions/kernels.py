@@ -38,7 +38,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.distributions.point_process import sequential_threads
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 9
+VERSION = 10
 
 
 def _checked(module):
@@ -615,7 +615,7 @@ def exp_decay_scan_compiled(times, inputs, rates, torch_scan):
 
 
 def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweights, torch_terms,
-                  initial=None):
+                  initial=None, thresholds=None):
     """
     Log-likelihood terms of :class:`~pyro_spikes.distributions.SpikingPointProcess` over sorted
     merged rows, compiled, with their compiled vector-Jacobian product (second derivatives go
@@ -623,7 +623,10 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
     sequence and network neuron :math:`d`, the mark
     term :math:`\\sum_r m_{r,d} \\log \\lambda_d(t_r^-)` and the compensator
     :math:`\\sum_r \\int_{t_r}^{t_{r+1}} \\lambda_d` by Gauss-Legendre quadrature (``nodes``
-    on ``[0, 1]`` and ``qweights`` summing to one), the same numbers as the PyTorch path, and
+    on ``[0, 1]`` and ``qweights`` summing to one, ``(Q,)``; or a table of rules ``(K, Q)``,
+    zero-padded, an interval of length :math:`\\Delta` taking the first rule whose
+    ``thresholds`` entry ``(K,)`` is at least :math:`\\Delta`), the same numbers as the
+    PyTorch path, and
     the traces just after the last row, so that a long sequence is scored chunk by chunk (the
     next chunk starts from them, ``initial``). The reverse sweep recomputes the chunk's traces
     from ``initial``: its memory is that of one chunk's rows.
@@ -645,8 +648,15 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
     else:
         _check_tensor("marks", marks, 3)
     _check_tensor("weight", weight, (3, 4))
-    _check_tensor("nodes", nodes, 1)
-    _check_tensor("qweights", qweights, 1)
+    _check_tensor("nodes", nodes, (1, 2))
+    _check_tensor("qweights", qweights, (1, 2))
+    if nodes.dim() == 1:
+        if thresholds is not None:
+            raise ValueError("thresholds go with a table of rules: nodes of shape (K, Q)")
+        nodes, qweights = nodes.unsqueeze(0), qweights.unsqueeze(0)
+        thresholds = nodes.new_full((1,), math.inf)
+    elif thresholds is None:
+        raise ValueError("a table of rules, nodes of shape (K, Q), needs thresholds (K,)")
     n, num_rows = times.shape
     d = bias.shape[-1] if labels else marks.shape[-1]
     num_basis = weight.shape[-3]
@@ -655,8 +665,10 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
     if qweights.shape != nodes.shape:
         raise ValueError(f"qweights must have the shape of nodes {tuple(nodes.shape)}, got "
                          f"{tuple(qweights.shape)}")
+    _check_tensor("thresholds", thresholds, 1)
+    _check_shape("thresholds", thresholds, (nodes.shape[0],))
     floats = [("bias", bias), ("weight", weight), ("rates", rates), ("upper_bound", upper_bound),
-              ("nodes", nodes), ("qweights", qweights)]
+              ("nodes", nodes), ("qweights", qweights), ("thresholds", thresholds)]
     if not labels:
         floats.append(("marks", marks))
     if initial is not None:
@@ -680,17 +692,18 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
         initial = times.new_zeros(n, num_basis, d)
     _check_shape("initial", initial, (n, num_basis, d))
     return _SpikingTerms.apply(times, marks, bias, weight, rates, upper_bound, initial, nodes,
-                               qweights, torch_terms)
+                               qweights, thresholds, torch_terms)
 
 
 def _spiking_run(kernel, inputs, outputs):
     """
     Run a compiled spiking-likelihood kernel over the sequences: ``inputs`` are the contiguous
-    ``(times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights)`` (marks dense
-    or int64 labels), ``outputs`` the per-sequence ``(N, ...)`` tensors it reads or writes
-    after them, in its argument order (``None``: a null pointer).
+    ``(times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights, thresholds)``
+    (marks dense or int64 labels; a table of ``K`` rules), ``outputs`` the per-sequence
+    ``(N, ...)`` tensors it reads or writes after them, in its argument order (``None``: a null
+    pointer).
     """
-    times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights = inputs
+    times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights, thresholds = inputs
     n, num_rows = times.shape
     d, num_basis = bias.shape[-1], weight.shape[-3]
     batched = weight.dim() == 4
@@ -700,27 +713,30 @@ def _spiking_run(kernel, inputs, outputs):
 
     def call(a, b):
         kernel(
-            times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.numel(),
+            times.dtype == torch.float64, b - a, num_rows, num_basis, d, nodes.shape[0],
+            nodes.shape[1],
             _at(times, a), 0 if labels else _at(marks, a), _at(marks, a) if labels else 0,
             _at(bias, a), d,
             _at(weight, a) if batched else weight.data_ptr(),
             num_basis * d * d if batched else 0, _at(rates, a), num_basis,
-            _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(), _at(initial, a),
+            _at(upper_bound, a), 1, nodes.data_ptr(), qweights.data_ptr(),
+            thresholds.data_ptr(), _at(initial, a),
             *(0 if x is None else _at(x, a) for x in outputs),
         )
 
-    _for_sequences(n, n * max(num_rows, 1) * nodes.numel() * num_basis * d, call)
+    _for_sequences(n, n * max(num_rows, 1) * nodes.shape[1] * num_basis * d, call)
 
 
 class _SpikingTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights,
-                torch_terms):
+                thresholds, torch_terms):
         ctx.save_for_backward(times, marks, bias, weight, rates, upper_bound, initial, nodes,
-                              qweights)
+                              qweights, thresholds)
         ctx.torch_terms = torch_terms
         inputs = [x.detach().contiguous() for x in
-                  (times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights)]
+                  (times, marks, bias, weight, rates, upper_bound, initial, nodes, qweights,
+                   thresholds)]
         n, d = bias.shape
         mark_sum, integral = times.new_empty(n, d), times.new_empty(n, d)
         final = torch.empty_like(inputs[6])
@@ -737,7 +753,7 @@ class _SpikingTerms(torch.autograd.Function):
         if labels:
             wanted[1] = False
         if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
-            outs = ctx.torch_terms(*args[:7], args[7], args[8])
+            outs = ctx.torch_terms(*args[:7], args[7], args[8], args[9])
             grads = [g if g is not None else torch.zeros_like(o)
                      for g, o in zip((g_mark, g_int, g_final), outs)]
             got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:7], wanted) if w],
@@ -745,7 +761,7 @@ class _SpikingTerms(torch.autograd.Function):
             got = [next(got) if w else None for w in wanted]
             got = [torch.zeros_like(x) if w and g is None else g
                    for x, w, g in zip(args[:7], wanted, got)]
-            return (*got, None, None, None)
+            return (*got, None, None, None, None)
         inputs = [x.detach().contiguous() for x in args]
         times, marks, bias, weight, rates, upper_bound, initial = inputs[:7]
         n, d = bias.shape
@@ -764,4 +780,4 @@ class _SpikingTerms(torch.autograd.Function):
         if not batched:
             gw = gw.sum(0)
         grads = (gt, gm, gb, gw, gr, ga, g_initial)
-        return (*(g if w else None for g, w in zip(grads, wanted)), None, None, None)
+        return (*(g if w else None for g, w in zip(grads, wanted)), None, None, None, None)

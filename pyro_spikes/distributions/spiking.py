@@ -1,3 +1,4 @@
+import functools
 import math
 
 import numpy as np
@@ -39,11 +40,69 @@ def _gauss_legendre(order, like):
     return nodes, weights
 
 
-def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights, drive=None):
+def _log_rule_error(order):
+    """:math:`\\log \\frac{(q!)^4}{(2q+1)\\,((2q)!)^2}`, the Gauss-Legendre error constant."""
+    return (4 * math.lgamma(order + 1) - math.log(2 * order + 1)
+            - 2 * math.lgamma(2 * order + 1))
+
+
+def _quadrature_rules(order, max_step, scale, adaptive, like):
+    """
+    The compensator's table of Gauss-Legendre rules, ``(nodes, weights, thresholds)`` of shapes
+    ``(K, order)``, ``(K, order)`` and ``(K,)``: an interval of length :math:`\\Delta` takes the
+    first rule :math:`k` with :math:`\\Delta \\le` ``thresholds[k]`` (nodes on ``[0, 1]``,
+    weights summing to one, zero-padded).
+
+    Without ``adaptive`` it is the one rule of ``order`` nodes. With it, rule :math:`k` has
+    :math:`q = k + 1` nodes and its threshold is the longest interval on which its error bound
+    per unit length,
+
+    .. math::
+
+        \\epsilon(q, \\Delta) = \\Big(\\frac{\\Delta}{\\tau}\\Big)^{2q}
+            \\frac{(q!)^4}{(2q+1)\\,((2q)!)^2},
+
+    is at most that of ``order`` nodes on ``max_step``. (The Gauss-Legendre remainder on an
+    interval of length :math:`\\Delta` is
+    :math:`\\frac{\\Delta^{2q+1} (q!)^4}{(2q+1)((2q)!)^3} f^{(2q)}(\\xi)`; with the
+    derivatives of the integrand bounded as :math:`|f^{(k)}| \\le M k!\\, \\tau^{-k}`, the
+    assumption behind the fixed rule's bound, :math:`\\tau` = ``scale`` the integrand's
+    shortest time scale, it is at most :math:`M \\Delta\\, \\epsilon(q, \\Delta)`.) Every
+    interval then errs by at most :math:`M \\Delta\\, \\epsilon(\\text{order},
+    \\text{max\\_step})`, so the bound on the whole compensator,
+    :math:`M T \\epsilon(\\text{order}, \\text{max\\_step})`, is the fixed rule's, while the
+    intervals much shorter than :math:`\\tau` (most of them in a busy recording) take 2-4 nodes.
+    """
+    return _rule_table(int(order), float(max_step), float(scale), bool(adaptive), like.dtype,
+                       like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _rule_table(order, max_step, scale, adaptive, dtype, device):
+    like = torch.empty((), dtype=dtype, device=device)
+    if not adaptive or order == 1:
+        nodes, weights = _gauss_legendre(order, like)
+        return nodes.unsqueeze(0), weights.unsqueeze(0), like.new_full((1,), math.inf)
+    nodes = like.new_zeros(order, order)
+    weights = like.new_zeros(order, order)
+    log_ref = 2 * order * math.log(max_step / scale) + _log_rule_error(order)
+    thresholds = []
+    for q in range(1, order + 1):
+        nodes[q - 1, :q], weights[q - 1, :q] = _gauss_legendre(q, like)
+        if q < order:
+            thresholds.append(scale * math.exp((log_ref - _log_rule_error(q)) / (2 * q)))
+    thresholds = np.maximum.accumulate(np.array(thresholds + [math.inf]))
+    return nodes, weights, torch.as_tensor(thresholds, dtype=dtype, device=device)
+
+
+def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights, thresholds=None,
+                     drive=None):
     """
     Per sorted row :math:`r`: :math:`\\log \\lambda(t_r^-)` from the traces' left limits ``h``
     and, over the interval to the next row, :math:`\\int \\lambda` by Gauss-Legendre
-    quadrature (``nodes`` on ``[0, 1]``, ``weights`` summing to one) of the potential
+    quadrature (``nodes`` on ``[0, 1]``, ``weights`` summing to one; or the table of rules of
+    :func:`_quadrature_rules` with its ``thresholds``, the rule chosen per interval) of the
+    potential
     :math:`b + \\sum_l (h + x)_{l,r}\\, e^{-r_l s}`. ``h``, ``x``: ``batch + (L, R, D)``;
     ``bias`` ``batch + (D,)``, ``rates`` (:math:`1/\\tau_l`) ``batch + (L,)``, ``upper_bound``
     ``batch``. Returns ``(log_rate, integral)`` of shapes ``batch + (R, D)``, ``batch + (R-1, D)``.
@@ -57,15 +116,18 @@ def _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights, driv
     log_rate = torch.log(a) + F.logsigmoid(bias + h.sum(-3) + extra)
     start = (h + x)[..., :-1, :]  # (..., L, R-1, D)
     dt = times[..., 1:] - times[..., :-1]  # (..., R-1)
-    decay = torch.exp(-(dt.unsqueeze(-2).unsqueeze(-1) * nodes)
-                      * rates.unsqueeze(-1).unsqueeze(-1))  # (..., L, R-1, Q)
+    if nodes.dim() == 2:  # a table of rules: each interval's own, (..., R-1, Q)
+        rule = torch.searchsorted(thresholds, dt.contiguous()).clamp(max=nodes.shape[0] - 1)
+        nodes, weights = nodes[rule], weights[rule]
+    node_dt = dt.unsqueeze(-1) * nodes  # (..., R-1, Q)
+    decay = torch.exp(-node_dt.unsqueeze(-3) * rates.unsqueeze(-1).unsqueeze(-1))  # (..., L, R-1, Q)
     # one batched (Q, L) @ (L, D) product per interval: u_{r,q,d} of shape (..., R-1, Q, D)
     u = torch.matmul(decay.movedim(-3, -1), start.movedim(-3, -2)) + bias.unsqueeze(-2)
     if drive is not None:
-        node_times = times[..., :-1].unsqueeze(-1) + dt.unsqueeze(-1) * nodes  # (..., R-1, Q)
+        node_times = times[..., :-1].unsqueeze(-1) + node_dt  # (..., R-1, Q)
         u = u + drive(node_times.flatten(-2)).unflatten(-2, node_times.shape[-2:])
-    integral = torch.matmul(weights, torch.sigmoid(u)) * (a * dt.unsqueeze(-1))
-    return log_rate, integral
+    integral = torch.matmul(weights.unsqueeze(-2), torch.sigmoid(u)).squeeze(-2)
+    return log_rate, integral * (a * dt.unsqueeze(-1))
 
 
 def _row_inputs(marks, weight):
@@ -79,7 +141,7 @@ def _row_inputs(marks, weight):
 
 
 def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, initial, nodes,
-                           weights, drive=None):
+                           weights, thresholds=None, drive=None):
     """
     The sums of one chunk of rows (see :func:`~pyro_spikes.distributions.point_process.
     stream_terms`) in PyTorch operations: :math:`\\sum_r m_{r,d} \\log\\lambda_d(t_r^-)`, the
@@ -98,7 +160,7 @@ def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, initi
         since = (times - times[..., :1]).unsqueeze(-2) * rates.unsqueeze(-1)  # batch + (L, R)
         h = h + torch.exp(-since).unsqueeze(-1) * initial.unsqueeze(-2)
     log_rate, integral = _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights,
-                                          drive=drive)
+                                          thresholds, drive=drive)
     return mark_sum(marks, log_rate), integral.sum(-2), (h + x)[..., -1, :]
 
 
@@ -136,7 +198,12 @@ class SpikingPointProcess(PointProcess):
     :math:`\\frac{h^{2q+1} (q!)^4}{(2q+1) ((2q)!)^3} f^{(2q)}(\\xi)`; as the integrand's
     derivatives scale as :math:`\\tau_{\\min}^{-k}`, the default :math:`q = 8`,
     :math:`h \\le \\tau_{\\min}` gives a relative error of the compensator below
-    :math:`10^{-8}` (tested in float64 against adaptive quadrature).
+    :math:`10^{-8}` (tested in float64 against adaptive quadrature). With
+    ``adaptive_quadrature`` (the default) each interval takes the fewest nodes whose error bound
+    per unit length is at most that of the order-:math:`q` rule on ``max_step`` (see
+    :func:`~pyro_spikes.distributions.spiking._quadrature_rules`): the bound on the whole
+    compensator is unchanged, while the short intervals between the spikes of a busy recording
+    need 2-4 nodes.
 
     **Long recordings stream.** ``log_prob`` and its gradient run through the merged rows in
     chunks (:func:`~pyro_spikes.distributions.point_process.stream_terms`), carrying the
@@ -158,6 +225,10 @@ class SpikingPointProcess(PointProcess):
     :param int quadrature_order: Gauss–Legendre nodes per piece.
     :param float max_step: longest piece of the compensator quadrature (default the smallest
         time constant, of the basis and of the stimulus filter).
+    :param bool adaptive_quadrature: choose the number of nodes per interval (at most
+        ``quadrature_order``) so that the error bound stays that of ``quadrature_order`` nodes
+        on ``max_step`` (see :func:`_quadrature_rules`); ``False``: ``quadrature_order`` nodes
+        on every interval.
     :param neurons: indices of the network neurons this distribution models (default: all).
         The value's marks are those neurons' marks, ``event_shape = (capacity, 1 + |D|)``, and
         the thinning bound is :math:`a |\\mathcal D|`.
@@ -206,7 +277,7 @@ class SpikingPointProcess(PointProcess):
     def __init__(self, bias, weight, time_constants, duration, upper_bound=5.0, capacity=None,
                  quadrature_order=8, max_step=None, neurons=None, context=None,
                  stimulus=None, history=None, validate_args=None, arg_names=None,
-                 layout="dense"):
+                 layout="dense", adaptive_quadrature=True):
         self._arg_names = {"max_step": "max_step" if max_step is not None else
                            "time_constants (max_step defaults to min(time_constants))",
                            **(arg_names or {})}
@@ -283,6 +354,7 @@ class SpikingPointProcess(PointProcess):
         )
         self.quadrature_order = int(quadrature_order)
         self.max_step = None if max_step is None else float(max_step)
+        self.adaptive_quadrature = bool(adaptive_quadrature)
         self._exact_context = context is not None and _exact_marks(context.detach()[..., 1:])
         super().__init__(batch_shape, num_neurons, duration, capacity, validate_args, layout)
 
@@ -418,13 +490,21 @@ class SpikingPointProcess(PointProcess):
         full = marks.new_zeros(marks.shape[:-1] + (self.num_network,))
         return self.context[..., 0], full.index_copy(-1, self.others, marks)
 
-    def _max_step(self):
-        if self.max_step is not None:
-            return self.max_step
+    def _time_scale(self):
+        """The intensity's shortest time scale: the smallest time constant (and the filtered
+        stimulus's own)."""
         step = reduce_or(self.time_constants.detach(), "min", self.duration)
         if self.stimulus is not None:  # the filtered stimulus varies on its own time scale
             step = min(step, self.stimulus.time_scale())
         return step
+
+    def _max_step(self):
+        return self.max_step if self.max_step is not None else self._time_scale()
+
+    def _quadrature(self, like):
+        """The compensator's table of rules (see :func:`_quadrature_rules`)."""
+        return _quadrature_rules(self.quadrature_order, self._max_step(), self._time_scale(),
+                                 self.adaptive_quadrature, like)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(SpikingPointProcess, _instance)
@@ -444,6 +524,7 @@ class SpikingPointProcess(PointProcess):
         )
         new.quadrature_order = self.quadrature_order
         new.max_step = self.max_step
+        new.adaptive_quadrature = self.adaptive_quadrature
         new.stimulus, new.history = self.stimulus, self.history
         new._arg_names = self._arg_names
         new._exact_context = self._exact_context
@@ -509,7 +590,7 @@ class SpikingPointProcess(PointProcess):
         if not value.requires_grad:  # see PointProcess._terms
             value = self._trim(value)
         times, marks, _, _ = self._rows(value)
-        nodes, qweights = _gauss_legendre(self.quadrature_order, times)
+        rules = self._quadrature(times)
         rates = 1.0 / self.time_constants
         d, l = self.num_network, self.num_basis
         if not self._compiled_likelihood(value):
@@ -518,7 +599,7 @@ class SpikingPointProcess(PointProcess):
 
             def chunk(t, m, state):
                 return _likelihood_sums_torch(t, m, self.bias, self.weight, rates,
-                                              self.upper_bound, state, nodes, qweights, drive)
+                                              self.upper_bound, state, *rules, drive=drive)
 
             size = chunk_rows(batch * l * d * (self.quadrature_order + 4))
             mark_total, integral = stream_terms(times, marks, size, chunk, checkpoint=True)
@@ -532,12 +613,14 @@ class SpikingPointProcess(PointProcess):
             marks = marks.expand(shape + marks.shape[-1:] if labels else shape + marks.shape[-2:])
         n = shape.numel()
         times = times.reshape(n, times.shape[-1])
-        marks = marks.reshape(n, -1) if labels else marks.reshape(n, marks.shape[-2], d)
+        marks = (marks.reshape(n, times.shape[-1]) if labels
+                 else marks.reshape(n, times.shape[-1], d))
         bias, weight, flat_rates, a = self._flat_params(shape)
 
         def chunk(t, m, state):
-            return kernels.spiking_terms(t, m, bias, weight, flat_rates, a, nodes, qweights,
-                                         _likelihood_sums_torch, initial=state)
+            return kernels.spiking_terms(t, m, bias, weight, flat_rates, a, rules[0], rules[1],
+                                         _likelihood_sums_torch, initial=state,
+                                         thresholds=rules[2])
 
         # the reverse sweep recomputes one chunk's traces: rows x L x D per thread
         mark_total, integral = stream_terms(times, marks, chunk_rows(l * d), chunk)
@@ -547,8 +630,7 @@ class SpikingPointProcess(PointProcess):
     def _row_terms(self, times, marks):
         h, x = self.basis_states(times, marks)
         return _likelihood_rows(times, h, x, self.bias, 1.0 / self.time_constants,
-                                self.upper_bound, *_gauss_legendre(self.quadrature_order, times),
-                                drive=self._drive())
+                                self.upper_bound, *self._quadrature(times), drive=self._drive())
 
     # ------------------------------------------------------------------ sampling
     def _flat_params(self, shape):
