@@ -125,7 +125,7 @@ def stream_terms(times, marks, size, chunk_terms, checkpoint=False):
     chunk's). ``chunk_terms(t, m, state)`` returns the chunk's ``(mark_sum, integral, state)``,
     with ``state`` the history's summary at the chunk's first row (``None`` at the first
     chunk) and after its last. With ``checkpoint`` (and autograd recording) every chunk runs
-    under :func:`torch.utils.checkpoint.checkpoint`, so the backward pass recomputes one chunk
+    under ``torch.utils.checkpoint.checkpoint``, so the backward pass recomputes one chunk
     at a time: memory O(rows + chunks x state + one chunk) instead of O(rows x state).
 
     :param times: ``batch + (R,)``; ``marks``: dense ``batch + (R, D)`` or labels
