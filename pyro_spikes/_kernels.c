@@ -183,14 +183,15 @@ static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
 }
 
 static PyObject *hawkes_terms(PyObject *self, PyObject *args) {
-    int is_double;
+    int is_double, want_beta;
     Py_ssize_t N, K, D, mu_seq, alpha_seq, beta_seq;
     double t0, t1;
     unsigned long long times, labels, mu, alpha, beta, mark_sum, integral, j_mu, j_alpha, j_beta,
         s, s_prime;
-    if (!PyArg_ParseTuple(args, "innnKKKnKnKnddKKKKKKK", &is_double, &N, &K, &D, &times,
+    if (!PyArg_ParseTuple(args, "innnKKKnKnKnddiKKKKKKK", &is_double, &N, &K, &D, &times,
                           &labels, &mu, &mu_seq, &alpha, &alpha_seq, &beta, &beta_seq, &t0,
-                          &t1, &mark_sum, &integral, &j_mu, &j_alpha, &j_beta, &s, &s_prime))
+                          &t1, &want_beta, &mark_sum, &integral, &j_mu, &j_alpha, &j_beta, &s,
+                          &s_prime))
         return NULL;
     REQUIRE(N >= 0 && K >= 0, "hawkes_terms: N and K must be >= 0");
     REQUIRE(D >= 1, "hawkes_terms: D (neurons) must be >= 1");
@@ -205,13 +206,13 @@ static PyObject *hawkes_terms(PyObject *self, PyObject *args) {
     if (is_double)
         hawkes_terms_f64(N, K, D, PTR(double, times), PTR(int64_t, labels), PTR(double, mu),
                          mu_seq, PTR(double, alpha), alpha_seq, PTR(double, beta), beta_seq, t0,
-                         t1, PTR(double, mark_sum), PTR(double, integral), PTR(double, j_mu),
+                         t1, want_beta, PTR(double, mark_sum), PTR(double, integral), PTR(double, j_mu),
                          PTR(double, j_alpha), PTR(double, j_beta), PTR(double, s),
                          PTR(double, s_prime), (double *)work);
     else
         hawkes_terms_f32(N, K, D, PTR(float, times), PTR(int64_t, labels), PTR(float, mu),
                          mu_seq, PTR(float, alpha), alpha_seq, PTR(float, beta), beta_seq, t0,
-                         t1, PTR(float, mark_sum), PTR(float, integral), PTR(float, j_mu),
+                         t1, want_beta, PTR(float, mark_sum), PTR(float, integral), PTR(float, j_mu),
                          PTR(float, j_alpha), PTR(float, j_beta), PTR(float, s),
                          PTR(float, s_prime), (float *)work);
     Py_END_ALLOW_THREADS

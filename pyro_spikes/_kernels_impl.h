@@ -559,20 +559,28 @@ static void FN(spiking_terms_backward)(
  * (so that d a_j / d beta = -b_j), at an event k of neuron i:
  *   lambda = mu_i + beta sum_j alpha_ij a_j;   mark_sum_i += log lambda;
  *   j_mu_i += 1 / lambda;   j_alpha_ij += beta a_j / lambda;
- *   j_beta_i += sum_j alpha_ij (a_j - beta b_j) / lambda;
+ *   j_beta_i += sum_j alpha_ij (a_j - beta b_j) / lambda   (only with want_beta)
  *   s_i += 1 - e^{-beta (t1 - t_k)};   s_prime_i += (t1 - t_k) e^{-beta (t1 - t_k)}
  * and then a_i += 1 (a simultaneous later event sees it, as in the PyTorch path). The
  * compensator is integral_i = mu_i (t1 - t0) + sum_j alpha_ij s_j, its derivatives t1 - t0,
- * s_j and sum_j alpha_ij s_prime_j. mu, alpha and beta advance by their *_seq strides per
- * sequence (0: shared). work: 2 D.
+ * s_j and sum_j alpha_ij s_prime_j.
+ *
+ * The traces are kept relative to a reference time r, A_j = sum_m e^{beta (t_m - r)} and
+ * C_j = sum_m (r - t_m) e^{beta (t_m - r)}, so a_j(t) = E A_j and b_j(t) = E ((t - r) A_j + C_j)
+ * with E = e^{-beta (t - r)}: an event then costs one dot product and one update of a row of
+ * j_alpha (and one more dot product with want_beta), not a decay of all D traces. The
+ * reference moves to the current time (an O(D) rescaling) when beta (t - r) exceeds RENORM,
+ * so that A and C stay far from overflow. mu, alpha and beta advance by their *_seq strides
+ * per sequence (0: shared). work: 2 D.
  */
 static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *times,
                              const int64_t *labels, const T *mu, Py_ssize_t mu_seq,
                              const T *alpha, Py_ssize_t alpha_seq, const T *beta,
-                             Py_ssize_t beta_seq, double t0, double t1, T *mark_sum,
-                             T *integral, T *j_mu, T *j_alpha, T *j_beta, T *s, T *s_prime,
-                             T *work) {
-    T *a = work, *b = work + D;
+                             Py_ssize_t beta_seq, double t0, double t1, int want_beta,
+                             T *mark_sum, T *integral, T *j_mu, T *j_alpha, T *j_beta, T *s,
+                             T *s_prime, T *work) {
+    const T RENORM = sizeof(T) == sizeof(double) ? 200 : 30;
+    T *A = work, *C = work + D;
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *t = times + n * K, *m = mu + n * mu_seq, *al = alpha + n * alpha_seq;
         const int64_t *lab = labels + n * K;
@@ -582,37 +590,42 @@ static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *
         T *sp = s_prime + n * D;
         for (Py_ssize_t k = 0; k < D; k++) ms[k] = in[k] = jm[k] = jb[k] = sn[k] = sp[k] = 0;
         for (Py_ssize_t k = 0; k < D * D; k++) ja[k] = 0;
-        for (Py_ssize_t k = 0; k < D; k++) a[k] = b[k] = 0;
-        T last = (T)t0;
+        for (Py_ssize_t k = 0; k < D; k++) A[k] = C[k] = 0;
+        T ref = (T)t0;
         for (Py_ssize_t r = 0; r < K; r++) {
             const int64_t i = lab[r];
             if (i < 0) continue;
-            const T dt = t[r] - last;
-            if (dt != 0) {
-                const T e = EXP(-bt * dt);
+            T since = t[r] - ref;
+            if (bt * since > RENORM) { /* move the reference to t[r] */
+                const T e = EXP(-bt * since);
                 for (Py_ssize_t j = 0; j < D; j++) {
-                    b[j] = e * (b[j] + dt * a[j]);
-                    a[j] *= e;
+                    C[j] = e * (C[j] + since * A[j]);
+                    A[j] *= e;
                 }
-                last = t[r];
+                ref = t[r];
+                since = 0;
             }
+            const T E = EXP(-bt * since);
             const T *row = al + i * D;
-            T acc = 0, accb = 0;
-            for (Py_ssize_t j = 0; j < D; j++) {
-                acc += row[j] * a[j];
-                accb += row[j] * (a[j] - bt * b[j]);
-            }
-            const T lam = m[i] + bt * acc, inv = 1 / lam;
+            T acc = 0;
+            for (Py_ssize_t j = 0; j < D; j++) acc += row[j] * A[j];
+            const T lam = m[i] + bt * E * acc, inv = 1 / lam;
             ms[i] += LOG(lam);
             jm[i] += inv;
-            jb[i] += accb * inv;
+            if (want_beta) {
+                T acc_c = 0;
+                for (Py_ssize_t j = 0; j < D; j++) acc_c += row[j] * C[j];
+                jb[i] += E * (acc - bt * (since * acc + acc_c)) * inv;
+            }
             T *jrow = ja + i * D;
-            const T scale = bt * inv;
-            for (Py_ssize_t j = 0; j < D; j++) jrow[j] += scale * a[j];
+            const T scale = bt * E * inv;
+            for (Py_ssize_t j = 0; j < D; j++) jrow[j] += scale * A[j];
             const T rest = (T)t1 - t[r], left = EXP(-bt * rest);
             sn[i] += -EXPM1(-bt * rest);
             sp[i] += rest * left;
-            a[i] += 1;
+            const T grow = 1 / E; /* e^{beta (t - ref)} <= e^{RENORM} */
+            A[i] += grow;
+            C[i] -= since * grow;
         }
         for (Py_ssize_t i = 0; i < D; i++) {
             T acc = m[i] * (T)(t1 - t0);

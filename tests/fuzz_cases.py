@@ -245,11 +245,17 @@ def terms_case(draw):
     if bad == "qlen":
         args["qweights"] = values(draw, (q + 1,), dtype, 0, 1, special=0)
     elif bad:
-        k = draw(st.sampled_from(sorted(args)))
-        x = args[k]
-        args[k] = (x.unsqueeze(0) if bad == "shape" else
-                   x.to(torch.float32 if dtype == torch.float64 else torch.float64))
+        spoil(draw, args, bad)
     return args
+
+
+def spoil(draw, args, bad):
+    """One argument of ``args`` given an extra dimension (``bad="shape"``) or the other float
+    dtype (``"dtype"``), in place: the entry point must refuse it by name."""
+    key = draw(st.sampled_from(sorted(args)))
+    x = args[key]
+    args[key] = (x.unsqueeze(0) if bad == "shape" else
+                 x.to(torch.float32 if x.dtype == torch.float64 else torch.float64))
 
 
 def check_spiking_terms(case):
@@ -289,10 +295,7 @@ def hawkes_terms_case(draw):
     if bad == "label" and args["labels"].numel():
         args["labels"] = args["labels"] + d + 1  # out of range: refused, never read
     elif bad in ("shape", "dtype"):
-        key = draw(st.sampled_from(sorted(args)))
-        x = args[key]
-        args[key] = (x.unsqueeze(0) if bad == "shape" else
-                     x.to(torch.float32 if x.dtype == torch.float64 else torch.float64))
+        spoil(draw, args, bad)
     return args
 
 

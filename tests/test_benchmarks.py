@@ -109,5 +109,7 @@ def test_recordings_benchmark_smoke(tmp_path):
         assert row["spikes"] > 0 and row["peak_rss_mb"] >= row["rss_before_mb"] > 0
     hawkes = r["hawkes"][0]
     assert hawkes["events"] > 1000 and hawkes["ours_events_per_s"] > 0
+    assert hawkes["ours_first_events_per_s"] > 0
     if r["tick"] != "missing":  # both compute the same function
         assert hawkes["loss_rel_diff"] < 1e-10 and hawkes["grad_max_abs_diff"] < 1e-10
+        assert hawkes["tick_first_events_per_s"] > 0 and hawkes["ratio_repeated"] > 0

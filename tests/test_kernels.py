@@ -382,3 +382,31 @@ def test_compiled_hawkes_terms_refuse_bad_labels():
         kernels.hawkes_terms(times, torch.tensor([[0, 2, -1]]), *args)
     with pytest.raises(TypeError, match="labels must be an int64"):
         kernels.hawkes_terms(times, torch.zeros(1, 3), *args)
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_hawkes_terms_over_a_long_window(dtype):
+    # the kernel keeps its traces relative to a reference time that it moves forward when
+    # beta (t - ref) grows large (200 in float64, 30 in float32): over a window of 400 decay
+    # times it does so many times, and still equals the PyTorch formulas, beta's derivative too
+    from pyro_spikes.distributions.hawkes import _hawkes_sums_torch
+
+    g = torch.Generator().manual_seed(12)
+    n, k, d = 2, 600, 3
+    times = (torch.rand(n, k, generator=g, dtype=torch.float64) * 400).sort(-1).values.to(dtype)
+    labels = torch.randint(0, d, (n, k), generator=g)
+    mu = (torch.rand(n, d, generator=g, dtype=torch.float64) + 0.2).to(dtype)
+    alpha = (torch.rand(d, d, generator=g, dtype=torch.float64) * 0.3).to(dtype)
+    beta = torch.tensor([1.5, 0.7], dtype=dtype)
+    leaves = [x.clone().requires_grad_() for x in (mu, alpha, beta)]
+    with compiled_loops(True):
+        fast = kernels.hawkes_terms(times, labels, *leaves, (0.0, 400.0), _hawkes_sums_torch)
+        g_fast = torch.autograd.grad(sum(x.sum() for x in fast), leaves)
+    ref = [x.detach().double().requires_grad_() for x in leaves]
+    with compiled_loops(False):
+        slow = _hawkes_sums_torch(times.double(), labels, *ref, (0.0, 400.0))
+        g_slow = torch.autograd.grad(sum(x.sum() for x in slow), ref)
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+    for a, b in list(zip(fast, slow)) + list(zip(g_fast, g_slow)):
+        assert torch.allclose(a.double(), b, rtol=tol, atol=tol), (a, b)

@@ -501,8 +501,10 @@ class _HawkesTerms(torch.autograd.Function):
         times, labels, mu_c, alpha_c, beta_c = (x.detach().contiguous() for x in
                                                 (times, labels, mu, alpha, beta))
         batched = alpha_c.dim() == 3
+        want_beta = bool(ctx.needs_input_grad[4])  # the derivative in beta costs a dot product
         outs = [times.new_empty(n, d) for _ in range(3)] + [times.new_empty(n, d, d)] + \
-            [times.new_empty(n, d) for _ in range(3)]
+            [times.new_zeros(n, d) if not want_beta else times.new_empty(n, d)] + \
+            [times.new_empty(n, d) for _ in range(2)]
         mark_sum, integral, j_mu, j_alpha, j_beta, s, s_prime = outs
 
         def call(a, b):
@@ -510,7 +512,7 @@ class _HawkesTerms(torch.autograd.Function):
                 times.dtype == torch.float64, b - a, k, d, _at(times, a), _at(labels, a),
                 _at(mu_c, a), d, _at(alpha_c, a) if batched else alpha_c.data_ptr(),
                 d * d if batched else 0, _at(beta_c, a), 1, window[0], window[1],
-                *(_at(x, a) for x in outs),
+                int(want_beta), *(_at(x, a) for x in outs),
             )
 
         if n:
@@ -771,7 +773,9 @@ class _SpikingTerms(torch.autograd.Function):
         g_int = (torch.zeros_like(bias) if g_int is None else g_int).contiguous()
         g_final = None if g_final is None else g_final.contiguous()
         gt = torch.empty_like(times)
-        gm = None if labels else torch.empty_like(marks)
+        # the O(D^2)-per-row mark gradient only when asked for (wanted[1]: dense marks that
+        # require grad, e.g. a relaxed history)
+        gm = torch.empty_like(marks) if wanted[1] else None
         gb, gr, ga = torch.empty_like(bias), torch.empty_like(rates), torch.empty_like(upper_bound)
         gw = times.new_empty(n, num_basis, d, d)
         g_initial = torch.empty_like(initial)
