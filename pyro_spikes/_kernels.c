@@ -510,7 +510,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 10
+#define KERNELS_VERSION 11
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);
