@@ -560,8 +560,9 @@ static void FN(spiking_terms_backward)(
  *   lambda = mu_i + beta sum_j alpha_ij a_j;   mark_sum_i += log lambda;
  *   j_mu_i += 1 / lambda;   j_alpha_ij += beta a_j / lambda;
  *   j_beta_i += sum_j alpha_ij (a_j - beta b_j) / lambda   (only with want_beta)
- *   s_i += 1 - e^{-beta (t1 - t_k)};   s_prime_i += (t1 - t_k) e^{-beta (t1 - t_k)}
- * and then a_i += 1 (a simultaneous later event sees it, as in the PyTorch path). The
+ * and then a_i += 1 (a simultaneous later event sees it, as in the PyTorch path). At the end,
+ * s_j = sum_{k: j_k = j} (1 - e^{-beta (t1 - t_k)}) = count_j - a_j(t1) and
+ * s_prime_j = sum_k (t1 - t_k) e^{-beta (t1 - t_k)} = b_j(t1). The
  * compensator is integral_i = mu_i (t1 - t0) + sum_j alpha_ij s_j, its derivatives t1 - t0,
  * s_j and sum_j alpha_ij s_prime_j.
  *
@@ -620,12 +621,17 @@ static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *
             T *jrow = ja + i * D;
             const T scale = bt * E * inv;
             for (Py_ssize_t j = 0; j < D; j++) jrow[j] += scale * A[j];
-            const T rest = (T)t1 - t[r], left = EXP(-bt * rest);
-            sn[i] += -EXPM1(-bt * rest);
-            sp[i] += rest * left;
+            sn[i] += 1; /* the count: s_i = count_i - a_i(t1) below */
             const T grow = 1 / E; /* e^{beta (t - ref)} <= e^{RENORM} */
             A[i] += grow;
             C[i] -= since * grow;
+        }
+        /* s_j = sum_k (1 - e^{-beta (t1 - t_k)}) = count_j - a_j(t1) and
+           s_prime_j = sum_k (t1 - t_k) e^{-beta (t1 - t_k)} = b_j(t1), from the traces */
+        const T end = (T)t1 - ref, E1 = EXP(-bt * end);
+        for (Py_ssize_t j = 0; j < D; j++) {
+            sp[j] = E1 * (end * A[j] + C[j]);
+            sn[j] -= E1 * A[j];
         }
         for (Py_ssize_t i = 0; i < D; i++) {
             T acc = m[i] * (T)(t1 - t0);
