@@ -136,7 +136,60 @@ def gradient_variance_benchmarks():
             f"{num(max(p[0] for p in rf))}, intervals on :doc:`kajino`).\n")
 
 
+# ---------------------------------------------------------------- long recordings
+
+RECORDINGS = "docs/results/recordings/recordings.json"
+
+
+def recordings_spiking():
+    record = load(RECORDINGS)
+    r = record["results"]
+    header = ["D", "duration", "layout", "quadrature", "spikes", "log_prob + gradient (s)",
+              "µs / spike", "ns / (spike · neuron)", "peak RSS (MB)", "RSS before (MB)"]
+    rows = []
+    for row in (r["spiking_by_neurons"] + r["spiking_by_duration"]
+                + [r["spiking_dense"], r["spiking_fixed_quadrature"]]):
+        rows.append([str(row["D"]), f"{row['minutes']:g} min", row["layout"], row["quadrature"],
+                     f"{row['spikes']:,}", num(row["forward_s"] + row["backward_s"]),
+                     num(row["us_per_spike"]), num(row["ns_per_spike_and_neuron"]),
+                     f"{row['peak_rss_mb']:,.0f}", f"{row['rss_before_mb']:,.0f}"])
+    s = r["settings"]
+    note = (f"Spikes at {s['rate_hz']:g} Hz per neuron, :math:`L = {s['num_basis']}`, "
+            f":math:`\\tau = {s['tau']:g}`, float64, {r['spiking_by_neurons'][0]['loops']} "
+            f"loops; each row in a fresh process (its peak RSS; *RSS before*: Python, torch "
+            f"and the data). Run: {provenance(record)}.")
+    return rst_list_table(header, rows) + "\n" + note + "\n"
+
+
+def recordings_hawkes():
+    record = load(RECORDINGS)
+    r = record["results"]
+    header = ["D", "events", "ours: first / repeated (events/s)",
+              "tick: first / repeated (events/s)", "ours / tick: first, repeated",
+              "tick: RSS growth (MB)", "loss: relative difference",
+              "gradient: max difference"]
+    rows = []
+    for row in r["hawkes"]:
+        ours = f"{row['ours_first_events_per_s']:,.0f} / {row['ours_events_per_s']:,.0f}"
+        if "tick_events_per_s" not in row:
+            rows.append([str(row["D"]), f"{row['events']:,}", ours, "(tick missing)", "", "",
+                         "", ""])
+            continue
+        rows.append([str(row["D"]), f"{row['events']:,}", ours,
+                     f"{row['tick_first_events_per_s']:,.0f} / {row['tick_events_per_s']:,.0f}",
+                     f"{num(row['ratio_first'], 2)}, {num(row['ratio_repeated'], 2)}",
+                     f"{row['tick_rss_growth_mb']:,.0f}",
+                     f"{row['loss_rel_diff']:.1e}", f"{row['grad_max_abs_diff']:.1e}"])
+    note = (f"``HawkesProcess(..., layout=\"index\").log_prob`` and its gradient in the "
+            f"baseline and adjacency against tick {r['tick']}'s ``ModelHawkesExpKernLogLik``"
+            f" ``loss`` and ``grad`` (after ``fit``) on the same events: the first evaluation "
+            f"and the best of the repeated ones. Run: {provenance(record)}.")
+    return rst_list_table(header, rows) + "\n" + note + "\n"
+
+
 RENDERERS = {
+    "recordings-spiking": (recordings_spiking, [RECORDINGS]),
+    "recordings-hawkes": (recordings_hawkes, [RECORDINGS]),
     "gradient-variance-fresh": (gradient_variance_fresh, [GV_FRESH]),
     "gradient-variance-kajino": (gradient_variance_kajino, [GV_KAJINO]),
     "gradient-variance-readme": (gradient_variance_readme, [GV_FRESH]),
