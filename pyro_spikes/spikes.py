@@ -31,6 +31,7 @@ import torch
 __all__ = [
     "LAYOUTS",
     "num_spikes",
+    "one_hot_marks",
     "pack_spikes",
     "select_neurons",
     "spike_mask",
@@ -335,6 +336,22 @@ def _exact_marks(marks):
     return not (bool((marks * (1 - marks)).any()) or bool((marks.sum(-1) > 1).any()))
 
 
+def _mark_labels(marks):
+    """The neuron index of every exact mark ``(..., D)``, int64 ``(...)``, -1 for a zero mark."""
+    spike = (marks != 0).any(-1)
+    return torch.where(spike, marks.argmax(-1), torch.full_like(spike, -1, dtype=torch.long))
+
+
+def one_hot_marks(labels, num_neurons, like):
+    """
+    Dense marks ``(..., R, D)`` in ``like``'s dtype and device of int64 labels ``(..., R)``
+    (-1: a zero mark): the inverse of the index layout's marks.
+    """
+    marks = like.new_zeros(labels.shape + (num_neurons + 1,))
+    idx = torch.where(labels < 0, torch.full_like(labels, num_neurons), labels)
+    return marks.scatter_(-1, idx.unsqueeze(-1), 1.0)[..., :num_neurons]
+
+
 def to_index(events, duration):
     """
     The index layout ``batch + (capacity, 2)`` of dense exact ``events``
@@ -350,11 +367,10 @@ def to_index(events, duration):
     if not _exact_marks(marks):
         raise ValueError("to_index needs exact one-hot (or zero) marks in events; a soft "
                          "(relaxed) mark has no neuron index")
-    spike = (marks != 0).any(-1)
-    labels = torch.where(spike, marks.argmax(-1).to(events.dtype),
-                         torch.full_like(events[..., 0], -1.0))
-    times = torch.where(spike, events[..., 0], torch.full_like(events[..., 0], float(duration)))
-    return torch.stack([times, labels], -1)
+    labels = _mark_labels(marks)
+    times = torch.where(labels >= 0, events[..., 0],
+                        torch.full_like(events[..., 0], float(duration)))
+    return torch.stack([times, labels.to(events.dtype)], -1)
 
 
 def to_dense(events, num_neurons):
@@ -364,6 +380,4 @@ def to_dense(events, num_neurons):
     """
     num_neurons = _check_num_neurons(num_neurons)
     labels = _index_labels(events, num_neurons, "events")
-    marks = events.new_zeros(events.shape[:-1] + (num_neurons + 1,))
-    marks.scatter_(-1, torch.where(labels < 0, num_neurons, labels).unsqueeze(-1), 1.0)
-    return torch.cat([events[..., :1], marks[..., :-1]], -1)
+    return torch.cat([events[..., :1], one_hot_marks(labels, num_neurons, events)], -1)

@@ -115,3 +115,19 @@ def test_scan_keeps_provenance_and_graph():
     plain = exp_decay_scan(times, torch.matmul(marks._t.unsqueeze(-3),
                                                weight.transpose(-1, -2)), rates)
     assert torch.allclose(grad, torch.autograd.grad(plain.sum(), weight)[0])
+
+
+@pytest.mark.parametrize("block_size", [None, 4])
+def test_initial_state_is_a_row_before_the_first(loop_backend, block_size):
+    # a state h0 carried into the rows equals an extra first row at t0 holding h0 (rows at the
+    # same time see the earlier ones): the chunks of a streamed likelihood rely on it
+    g = torch.Generator().manual_seed(3)
+    times = (torch.rand(2, 11, generator=g, dtype=torch.float64) * 3).sort(-1).values
+    x = torch.randn(2, 3, 11, 4, generator=g, dtype=torch.float64)
+    rates = torch.rand(2, 3, generator=g, dtype=torch.float64) + 0.2
+    h0 = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    got = exp_decay_scan(times, x, rates, block_size=block_size, initial=h0)
+    longer = exp_decay_scan(torch.cat([times[:, :1], times], -1),
+                            torch.cat([h0.unsqueeze(-2), x], -2), rates, block_size=block_size)
+    assert torch.allclose(got, longer[..., 1:, :], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(got[..., 0, :], h0)  # the left limit at the first row

@@ -23,11 +23,10 @@ from pyro_spikes.distributions.point_process import (
     chunk_rows,
     mark_rows,
     mark_sum,
-    one_hot_marks,
     sequential_threads,
 )
 from pyro_spikes.distributions.scan import exp_decay_scan
-from pyro_spikes.spikes import _exact_marks
+from pyro_spikes.spikes import _exact_marks, _mark_labels, one_hot_marks
 
 __all__ = ["HawkesProcess"]
 
@@ -42,10 +41,9 @@ def _uniform_rows(times, marks, mu, alpha, beta, initial=None):
     jump = alpha * beta.unsqueeze(-1)  # alpha beta, batch + (D, D)
     dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)  # (..., R-1, 1)
     x = mark_rows(marks, jump.transpose(-1, -2)).unsqueeze(-3)  # (..., 1, R, D)
-    h = exp_decay_scan(times, x, beta)[..., 0, :, :]  # (..., R, D)
-    if initial is not None:  # the carried excitation, decayed from the first row
-        since = (times - times[..., :1]) * beta
-        h = h + torch.exp(-since).unsqueeze(-1) * initial.unsqueeze(-2)
+    if initial is not None:  # the carried excitation: one decay group
+        initial = initial.unsqueeze(-2)
+    h = exp_decay_scan(times, x, beta, initial=initial)[..., 0, :, :]  # (..., R, D)
     after = h + x[..., 0, :, :]
     b = beta.unsqueeze(-1)
     integral = mu * dt + after[..., :-1, :] * (-torch.expm1(-b * dt)) / b
@@ -226,9 +224,7 @@ class HawkesProcess(PointProcess):
             marks = value[..., 1:]
             if not _exact_marks(marks):
                 return None  # soft marks: the PyTorch formulas
-            spike = (marks != 0).any(-1)
-            labels = torch.where(spike, marks.argmax(-1), torch.full_like(spike, -1,
-                                                                         dtype=torch.long))
+            labels = _mark_labels(marks)
         else:
             labels = self._value_marks(value)
         d = self.num_neurons
@@ -264,34 +260,29 @@ class HawkesProcess(PointProcess):
         row (``None``: zero). The excitation is ``batch + (D,)`` with a uniform decay, else
         ``batch + (D D, 1)`` (one trace per pair).
         """
+        if self._uniform_decay():
+            return _uniform_rows(times, marks, self.baseline, self.adjacency,
+                                 self.decay[..., :1, 0], initial)
         d = self.num_neurons
         mu = self.baseline.unsqueeze(-2)  # batch + (1, D)
         jump = self.adjacency * self.decay  # batch + (D, D)
         dt = (times[..., 1:] - times[..., :-1]).unsqueeze(-1)  # (..., R-1, 1)
-        since = times - times[..., :1]  # from the first row, for the carried excitation
-        if self._uniform_decay():
-            return _uniform_rows(times, marks, self.baseline, self.adjacency,
-                                 self.decay[..., :1, 0], initial)
-        else:
-            if marks.dtype == torch.long:  # every pair needs its source's mark: one-hot
-                marks = one_hot_marks(marks, d, mu)
-            # one decay group per pair (i, j): x_{(i,j), r} = alpha_ij beta_ij m_{r,j}
-            x = (jump.unsqueeze(-1) * marks.transpose(-1, -2).unsqueeze(-3))  # (..., D, D, R)
-            x = x.reshape(x.shape[:-3] + (d * d, x.shape[-1], 1))
-            beta = self.decay.reshape(self.decay.shape[:-2] + (d * d,))
-            h = exp_decay_scan(times, x, beta)  # (..., D*D, R, 1)
-            if initial is not None:
-                decayed = torch.exp(-since.unsqueeze(-2) * beta.unsqueeze(-1))  # (..., D*D, R)
-                h = h + decayed.unsqueeze(-1) * initial.unsqueeze(-2)
-            after = h + x
-            final = after[..., -1, :]  # (..., D*D, 1)
-            hp = after[..., :-1, 0]  # (..., D*D, R-1)
-            h = h[..., 0].reshape(h.shape[:-3] + (d, d, h.shape[-2]))
-            excite = h.sum(-2).transpose(-1, -2)  # (..., R, D)
-            b = beta.unsqueeze(-1)
-            pair = hp * (-torch.expm1(-b * dt.squeeze(-1).unsqueeze(-2))) / b
-            pair = pair.reshape(pair.shape[:-2] + (d, d, pair.shape[-1]))
-            integral = mu * dt + pair.sum(-2).transpose(-1, -2)
+        if marks.dtype == torch.long:  # every pair needs its source's mark: one-hot
+            marks = one_hot_marks(marks, d, mu)
+        # one decay group per pair (i, j): x_{(i,j), r} = alpha_ij beta_ij m_{r,j}
+        x = (jump.unsqueeze(-1) * marks.transpose(-1, -2).unsqueeze(-3))  # (..., D, D, R)
+        x = x.reshape(x.shape[:-3] + (d * d, x.shape[-1], 1))
+        beta = self.decay.reshape(self.decay.shape[:-2] + (d * d,))
+        h = exp_decay_scan(times, x, beta, initial=initial)  # (..., D*D, R, 1)
+        after = h + x
+        final = after[..., -1, :]  # (..., D*D, 1)
+        hp = after[..., :-1, 0]  # (..., D*D, R-1)
+        h = h[..., 0].reshape(h.shape[:-3] + (d, d, h.shape[-2]))
+        excite = h.sum(-2).transpose(-1, -2)  # (..., R, D)
+        b = beta.unsqueeze(-1)
+        pair = hp * (-torch.expm1(-b * dt.squeeze(-1).unsqueeze(-2))) / b
+        pair = pair.reshape(pair.shape[:-2] + (d, d, pair.shape[-1]))
+        integral = mu * dt + pair.sum(-2).transpose(-1, -2)
         log_rate = torch.log(mu + excite)
         return log_rate, integral, final
 

@@ -132,6 +132,33 @@ def _check_float(name, x, like):
                          f"{x.dtype} on {x.device}")
 
 
+def _check_labels(name, labels, num_neurons):
+    """int64 neuron indices ``labels`` in ``[-1, num_neurons)`` (-1: no mark), else a
+    ValueError naming ``name``: the compiled loops index the weights with them."""
+    if labels.numel():
+        low, high = labels.aminmax()
+        if int(low) < -1 or int(high) >= num_neurons:
+            raise ValueError(f"{name} must lie in [-1, {num_neurons}), got [{int(low)}, "
+                             f"{int(high)}]")
+
+
+def _vjp_through(outputs, inputs, wanted, grad_outputs):
+    """
+    The vector-Jacobian product of ``outputs`` (PyTorch formulas recomputed in a compiled
+    function's backward, so that it can be differentiated again) in the ``inputs`` that
+    ``wanted`` marks, with a graph: ``None`` where not wanted, zeros where an input does not
+    reach the outputs; a missing output gradient counts as zero.
+    """
+    grads = [g if g is not None else torch.zeros_like(o) for g, o in zip(grad_outputs, outputs)]
+    chosen = [x for x, w in zip(inputs, wanted) if w]
+    got = iter(torch.autograd.grad(outputs, chosen, grads, create_graph=True, allow_unused=True))
+    result = []
+    for x, w in zip(inputs, wanted):
+        g = next(got) if w else None
+        result.append(torch.zeros_like(x) if w and g is None else g)
+    return result
+
+
 def _check_positive(**sizes):
     for name, value in sizes.items():
         if value < 1:
@@ -485,10 +512,7 @@ def hawkes_terms(times, labels, mu, alpha, beta, window, torch_terms):
     _check_shape("mu", mu, (n, d))
     _check_shape("alpha", alpha, (d, d), (n, d, d))
     _check_shape("beta", beta, (n,))
-    if labels.numel():
-        low, high = labels.aminmax()
-        if int(low) < -1 or int(high) >= d:
-            raise ValueError(f"labels must lie in [-1, {d}), got [{int(low)}, {int(high)}]")
+    _check_labels("labels", labels, d)
     t0, t1 = float(window[0]), float(window[1])
     return _HawkesTerms.apply(times, labels, mu, alpha, beta, (t0, t1), torch_terms)
 
@@ -529,13 +553,7 @@ class _HawkesTerms(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
             params = (mu, alpha, beta)
             outs = ctx.torch_terms(times, labels, *params, ctx.window)
-            grads = [g if g is not None else torch.zeros_like(o)
-                     for g, o in zip((g_mark, g_int), outs)]
-            got = iter(torch.autograd.grad(outs, [x for x, w in zip(params, wanted) if w],
-                                           grads, create_graph=True, allow_unused=True))
-            got = [next(got) if w else None for w in wanted]
-            got = [torch.zeros_like(x) if w and g is None else g
-                   for x, w, g in zip(params, wanted, got)]
+            got = _vjp_through(outs, params, wanted, (g_mark, g_int))
             return (None, None, *got, None, None)
         g_mark = torch.zeros_like(j_mu) if g_mark is None else g_mark
         g_int = torch.zeros_like(j_mu) if g_int is None else g_int
@@ -587,10 +605,7 @@ class _CompiledScan(torch.autograd.Function):
         wanted = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch scan instead
             args = (times, inputs, rates)
-            out = ctx.torch_scan(*args)
-            got = iter(torch.autograd.grad(out, [a for a, w in zip(args, wanted) if w], grad,
-                                           create_graph=True))
-            return (*(next(got) if w else None for w in wanted), None)
+            return (*_vjp_through((ctx.torch_scan(*args),), args, wanted, (grad,)), None)
         n, g, r, f = h.shape
         gh = grad.expand(ctx.batch + (g, r, f)).reshape(n, g, r, f).contiguous()
         gx, gt, grate = torch.empty_like(h), torch.empty_like(t), torch.empty_like(rate)
@@ -679,11 +694,7 @@ def spiking_terms(times, marks, bias, weight, rates, upper_bound, nodes, qweight
         _check_float(name, x, times)
     if labels:
         _check_shape("marks", marks, (n, num_rows))
-        if marks.numel():
-            low, high = marks.aminmax()
-            if int(low) < -1 or int(high) >= d:
-                raise ValueError(f"marks (labels) must lie in [-1, {d}), got [{int(low)}, "
-                                 f"{int(high)}]")
+        _check_labels("marks (labels)", marks, d)
     else:
         _check_shape("marks", marks, (n, num_rows, d))
     _check_shape("bias", bias, (n, d))
@@ -755,14 +766,8 @@ class _SpikingTerms(torch.autograd.Function):
         if labels:
             wanted[1] = False
         if torch.is_grad_enabled():  # create_graph: differentiate the PyTorch formulas instead
-            outs = ctx.torch_terms(*args[:7], args[7], args[8], args[9])
-            grads = [g if g is not None else torch.zeros_like(o)
-                     for g, o in zip((g_mark, g_int, g_final), outs)]
-            got = iter(torch.autograd.grad(outs, [x for x, w in zip(args[:7], wanted) if w],
-                                           grads, create_graph=True, allow_unused=True))
-            got = [next(got) if w else None for w in wanted]
-            got = [torch.zeros_like(x) if w and g is None else g
-                   for x, w, g in zip(args[:7], wanted, got)]
+            outs = ctx.torch_terms(*args)
+            got = _vjp_through(outs, args[:7], wanted, (g_mark, g_int, g_final))
             return (*got, None, None, None, None)
         inputs = [x.detach().contiguous() for x in args]
         times, marks, bias, weight, rates, upper_bound, initial = inputs[:7]

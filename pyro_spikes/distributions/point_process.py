@@ -16,6 +16,7 @@ from pyro_spikes.distributions.unavailable import NoMoments
 from pyro_spikes.spikes import (
     _index_labels,
     check_layout,
+    one_hot_marks,
     trim_padding,
     validate_events,
     validate_index_events,
@@ -97,13 +98,6 @@ def mark_sum(marks, values):
     return out.scatter_add(-1, idx, picked)[..., :d]
 
 
-def one_hot_marks(labels, num_neurons, like):
-    """Dense marks ``(..., R, D)`` in ``like``'s dtype of labels ``(..., R)`` (-1: zero mark)."""
-    marks = like.new_zeros(labels.shape + (num_neurons + 1,))
-    idx = torch.where(labels < 0, torch.full_like(labels, num_neurons), labels)
-    return marks.scatter_(-1, idx.unsqueeze(-1), 1.0)[..., :num_neurons]
-
-
 #: elements of working memory per chunk when a log-likelihood streams through long sequences
 CHUNK_ELEMENTS = 1 << 21
 #: fewest rows of a chunk (the per-chunk overhead then stays small next to its work)
@@ -137,18 +131,17 @@ def stream_terms(times, marks, size, chunk_terms, checkpoint=False):
     if size is None or size >= num_rows:
         mark_total, integral, _ = chunk_terms(times, marks, None)
         return mark_total, integral
-    labels = marks.dtype == torch.long
+    dim, none = (-1, -1) if marks.dtype == torch.long else (-2, 0)  # the row axis, no mark
     checkpoint = checkpoint and torch.is_grad_enabled()
     state = mark_total = integral = None
     for start in range(0, num_rows, size):
         stop = min(start + size, num_rows)
         t = times[..., start:stop + 1]  # with the closing row when there is a next chunk
-        m = marks[..., start:stop] if labels else marks[..., start:stop, :]
+        m = marks.narrow(dim, start, stop - start)
         if stop < num_rows:
-            if labels:
-                m = torch.cat([m, m.new_full(m.shape[:-1] + (1,), -1)], -1)
-            else:
-                m = torch.cat([m, m.new_zeros(m.shape[:-2] + (1,) + m.shape[-1:])], -2)
+            closing = list(m.shape)
+            closing[dim] = 1
+            m = torch.cat([m, m.new_full(closing, none)], dim)
         if checkpoint:
             ms, it, state = torch.utils.checkpoint.checkpoint(chunk_terms, t, m, state,
                                                               use_reentrant=False)
@@ -502,7 +495,7 @@ class PointProcess(NoMoments, TorchDistribution):
                 ctx_marks = one_hot_marks(ctx_marks, width, ref)
             context = (ctx_times, ctx_marks)
         labels = marks.dtype == torch.long
-        num_marks = None if labels else marks.shape[-1]
+        dim = -1 if labels else -2  # the row axis of the marks
         batch = events.shape[:-2]
         if context is not None:
             batch = torch.Size(broadcast_shape(batch, context[0].shape[:-1]))
@@ -534,37 +527,19 @@ class PointProcess(NoMoments, TorchDistribution):
         num_grid = 1 if step is None else max(1, math.ceil(self.duration / step))
         # the grid rows of every realisation, with their marks: refuse before allocating
         check_allocation(self._arg_names.get("max_step", "max_step"),
-                         float(batch.numel()) * num_grid * (2 if labels else 1 + num_marks),
+                         float(batch.numel()) * num_grid * (2 if labels else 1 + marks.shape[-1]),
                          ref.dtype, ref.device,
                          f"a quadrature grid of duration / max_step = {num_grid:.3g} rows")
         grid = torch.linspace(0.0, self.duration, num_grid + 1, dtype=ref.dtype, device=ref.device)
         pieces.append((grid, None))
         times = torch.cat([t.expand(batch + t.shape[-1:]) for t, _ in pieces], -1)
-        if labels:  # auxiliary rows have label -1: no mark
-            marks = torch.cat(
-                [
-                    torch.full(batch + t.shape[-1:], -1, dtype=torch.long, device=ref.device)
-                    if m is None
-                    else m.expand(batch + m.shape[-1:])
-                    for t, m in pieces
-                ],
-                -1,
-            )
-        else:
-            marks = torch.cat(
-                [
-                    ref.new_zeros(batch + (t.shape[-1], num_marks))
-                    if m is None
-                    else m.expand(batch + m.shape[-2:])
-                    for t, m in pieces
-                ],
-                -2,
-            )
+        # auxiliary rows carry no mark: label -1, or a zero mark of D entries
+        mark_shape, none = ((), -1) if labels else (marks.shape[-1:], 0)
+        marks = torch.cat([marks.new_full(batch + t.shape[-1:] + mark_shape, none)
+                           if m is None else m.expand(batch + m.shape[dim:])
+                           for t, m in pieces], dim)
         times, perm = torch.sort(times, dim=-1, stable=True)
-        if labels:
-            marks = marks.gather(-1, perm)
-        else:
-            marks = marks.gather(-2, perm.unsqueeze(-1).expand(marks.shape))
+        marks = marks.gather(dim, perm if labels else perm.unsqueeze(-1).expand(marks.shape))
         inverse = torch.argsort(perm, dim=-1)
         n_query = 0 if query is None else query.shape[-1]
         num_events = events.shape[-2]

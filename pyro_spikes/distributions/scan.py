@@ -47,7 +47,7 @@ def _dense(times, inputs, rates):
     return torch.matmul(torch.exp(-r * diff) * lower, inputs)
 
 
-def exp_decay_scan(times, inputs, rates, block_size=None):
+def exp_decay_scan(times, inputs, rates, block_size=None, initial=None):
     """
     Left-limit states of exponentially decaying traces at every row.
 
@@ -65,9 +65,22 @@ def exp_decay_scan(times, inputs, rates, block_size=None):
         inputs). On the CPU, without ``block_size``, the compiled recursion
         (:mod:`~pyro_spikes.distributions.kernels`) computes the same states, O(1) per row, and
         its gradient by the reverse recursion (higher derivatives through the blocked scan).
-    :returns: :math:`h(t_i^-) = \\sum_{j<i} e^{-r_g (t_i - t_j)} x_{g,j}` of shape
-        ``batch + (G, R, F)``.
+    :param torch.Tensor initial: the states' left limits :math:`h_0` at the first row,
+        ``batch + (G, F)`` (default zero): the history before the rows, e.g. carried from the
+        previous chunk of a long sequence, decays into every row,
+        :math:`e^{-r_g (t_i - t_0)} h_{0,g}`.
+    :returns: :math:`h(t_i^-) = e^{-r_g (t_i - t_0)} h_{0,g} + \\sum_{j<i} e^{-r_g (t_i - t_j)}
+        x_{g,j}` of shape ``batch + (G, R, F)``.
     """
+    h = _scan(times, inputs, rates, block_size)
+    if initial is None:
+        return h
+    since = (times - times[..., :1]).unsqueeze(-2) * rates.unsqueeze(-1)  # batch + (G, R)
+    return h + torch.exp(-since).unsqueeze(-1) * initial.unsqueeze(-2)
+
+
+def _scan(times, inputs, rates, block_size):
+    """:func:`exp_decay_scan` without ``initial``: the compiled recursion or the blocked scan."""
     kernels._check_scan(times, inputs, rates)
     if (
         block_size is None

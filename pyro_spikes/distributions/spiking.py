@@ -28,7 +28,7 @@ from pyro_spikes.distributions._checks import (
 from pyro_spikes.distributions.constraints import finite, independent, positive_finite
 from pyro_spikes.distributions.scan import exp_decay_scan
 from pyro_spikes.distributions.stimulus import Stimulus, history_drive
-from pyro_spikes.spikes import _exact_marks, trim_padding, validate_events
+from pyro_spikes.spikes import _exact_marks, _mark_labels, trim_padding, validate_events
 
 __all__ = ["SpikingPointProcess"]
 
@@ -155,10 +155,7 @@ def _likelihood_sums_torch(times, marks, bias, weight, rates, upper_bound, initi
         ``batch + (L, D)``.
     """
     x = _row_inputs(marks, weight)  # batch + (L, R, D)
-    h = exp_decay_scan(times, x, rates)
-    if initial is not None:  # the carried traces, decayed to every row of the chunk
-        since = (times - times[..., :1]).unsqueeze(-2) * rates.unsqueeze(-1)  # batch + (L, R)
-        h = h + torch.exp(-since).unsqueeze(-1) * initial.unsqueeze(-2)
+    h = exp_decay_scan(times, x, rates, initial=initial)  # the carried traces decay in too
     log_rate, integral = _likelihood_rows(times, h, x, bias, rates, upper_bound, nodes, weights,
                                           thresholds, drive=drive)
     return mark_sum(marks, log_rate), integral.sum(-2), (h + x)[..., -1, :]
@@ -484,9 +481,9 @@ class SpikingPointProcess(PointProcess):
             return None
         marks = self.context[..., 1:]
         if self.layout == "index" and self._exact_context:  # as network indices
-            spike = (marks != 0).any(-1)
-            labels = self.others[marks.argmax(-1)]
-            return self.context[..., 0], torch.where(spike, labels, torch.full_like(labels, -1))
+            labels = _mark_labels(marks)
+            return self.context[..., 0], torch.where(labels < 0, labels,
+                                                     self.others[labels.clamp(min=0)])
         full = marks.new_zeros(marks.shape[:-1] + (self.num_network,))
         return self.context[..., 0], full.index_copy(-1, self.others, marks)
 
