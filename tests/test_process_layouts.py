@@ -141,6 +141,18 @@ def test_index_layout_is_exact_only_and_survives_expand():
     assert PoissonProcess(torch.ones(5, 2), T, layout="index").expand((3, 5)).layout == "index"
 
 
+def test_index_support_rejects_what_the_index_layout_forbids():
+    support = PoissonProcess(torch.ones(3, dtype=DT), T, layout="index").support
+    good = torch.tensor([[0.5, 0.0], [1.0, 2.0], [T, -1.0]], dtype=DT)
+    assert bool(support.check(good))
+    for bad in ([[1.0, 0.0], [0.5, 2.0], [T, -1.0]],  # unsorted
+                [[0.5, 0.0], [1.0, 3.0], [T, -1.0]],  # index out of range
+                [[0.5, 0.0], [1.0, 1.5], [T, -1.0]],  # not an integer
+                [[0.5, -1.0], [1.0, 2.0], [T, -1.0]],  # padding before T
+                [[0.5, 0.0], [1.0, 2.0], [T + 1, -1.0]]):  # outside [0, T]
+        assert not bool(support.check(torch.tensor(bad, dtype=DT))), bad
+
+
 def test_trim_padding_in_the_index_layout():
     rows = torch.tensor([[[0.5, 1.0], [T, -1.0], [T, -1.0]],
                          [[0.2, 0.0], [T, 1.0], [T, -1.0]]], dtype=DT)

@@ -1,6 +1,6 @@
 """Point processes on spike trains as Pyro distributions."""
 
-from pyro_spikes.distributions.constraints import spike_trains
+from pyro_spikes.distributions.constraints import index_spike_trains, spike_trains
 from pyro_spikes.distributions.hawkes import HawkesProcess
 from pyro_spikes.distributions.point_process import PointProcess, default_capacity
 from pyro_spikes.distributions.poisson import PoissonProcess
@@ -23,5 +23,6 @@ __all__ = [
     "concrete_log_density",
     "default_capacity",
     "exp_decay_scan",
+    "index_spike_trains",
     "spike_trains",
 ]
