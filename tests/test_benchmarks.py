@@ -6,16 +6,23 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_benchmark(script, *args, env=None, drop=(), cwd=None):
+    """Run ``benchmarks/<script>`` with ``args`` in a fresh interpreter (the checkout on
+    PYTHONPATH, ``env`` added, ``drop`` removed); it must exit 0. Returns the process."""
+    full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+    for name in drop:
+        full_env.pop(name, None)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          capture_output=True, text=True, env=full_env, timeout=300, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_sampling_benchmark_smoke(tmp_path):
     # runs with or without tick installed; without it only our figures are reported
     out = tmp_path / "bench.json"
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "sampling.py"), "--quick",
-         "--repeats", "1", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_benchmark("sampling.py", "--quick", "--repeats", "1", "--threads", "1", "--out",
+                         str(out))
     result = json.loads(out.read_text())
     assert result["machine"]["cores"] >= 1
     hawkes = [r for r in result["rows"] if r["process"] == "Hawkes"]
@@ -33,13 +40,7 @@ def test_sampling_benchmark_smoke(tmp_path):
 
 def test_smooth_gate_benchmark_smoke():
     # runs with or without snntorch installed; without it only our figures are reported
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "smooth_gate.py"), "--quick",
-         "--repeats", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_benchmark("smooth_gate.py", "--quick", "--repeats", "1")
     row = [line for line in proc.stdout.splitlines() if line.startswith("| 8 | 32 | 50 |")]
     assert len(row) == 1
     ours = float(row[0].split("|")[4])
@@ -51,13 +52,9 @@ def test_smooth_gate_benchmark_smoke():
 
 
 def test_log_marginal_benchmark_smoke():
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "log_marginal.py"), "--duration", "5",
-         "--num-sequences", "2", "--particles", "16", "--repeats", "2"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=os.path.join(ROOT, "benchmarks"),
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_benchmark("log_marginal.py", "--duration", "5", "--num-sequences", "2",
+                         "--particles", "16", "--repeats", "2", env={"OMP_NUM_THREADS": "1"},
+                         cwd=os.path.join(ROOT, "benchmarks"))
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| SMC, PyTorch | 16 |")]
     assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0
     assert "| importance sampling | 16 |" in proc.stdout and "| pathwise |" in proc.stdout
@@ -66,14 +63,9 @@ def test_log_marginal_benchmark_smoke():
 def test_signature_kernel_benchmark_smoke(tmp_path):
     # runs with or without pysiglib installed; without it only our figures are reported
     out = tmp_path / "sk.json"
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("PYRO_SPIKES_COMPILED", None)  # the benchmark is of the compiled solver
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "signature_kernel.py"), "--quick",
-         "--rounds", "1", "--n", "8", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    # the benchmark is of the compiled solver: not under PYRO_SPIKES_COMPILED=0
+    proc = run_benchmark("signature_kernel.py", "--quick", "--rounds", "1", "--n", "8", "--out",
+                         str(out), drop=("PYRO_SPIKES_COMPILED",))
     rows = json.loads(out.read_text())["rows"]
     ours = [r for r in rows if r["impl"] == "ours"]
     assert len(ours) == 2 and all(r["seconds"] > 0 and r["peak_bytes"] is not None for r in ours)
@@ -89,13 +81,8 @@ def test_signature_kernel_benchmark_smoke(tmp_path):
 def test_recordings_benchmark_smoke(tmp_path):
     # runs with or without tick; each spiking configuration in its own process
     out = tmp_path / "recordings.json"
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "recordings.py"), "--quick",
-         "--threads", "1", "--repeats", "1", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_benchmark("recordings.py", "--quick", "--threads", "1", "--repeats", "1", "--out",
+                  str(out))
     record = json.loads(out.read_text())
     assert record["run"]["command"].startswith("python benchmarks/recordings.py --quick")
     r = record["results"]
