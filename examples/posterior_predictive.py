@@ -6,8 +6,8 @@ A fitted point-process model should reproduce the data it was fitted to. We simu
 trains from a two-neuron :class:`~pyro_spikes.distributions.HawkesProcess`, fit its baseline
 :math:`\\mu` and branching matrix :math:`\\alpha` by stochastic variational inference with an
 :class:`~pyro.infer.autoguide.AutoNormal` guide, and draw *posterior predictive* spike trains
-with :class:`pyro.infer.Predictive`: parameters from the guide, then a fresh realisation of
-every sequence from the model. We then compare
+with :class:`pyro_spikes.infer.Predictive` (Pyro's ``Predictive`` for spike trains):
+parameters from the guide, then a fresh realisation of every sequence from the model. We then compare
 
 * spike counts per neuron: observed counts against their posterior predictive distribution
   (with the predictive p-value :math:`P(N^{\\rm rep}_d \\ge N_d)`);
@@ -32,12 +32,13 @@ import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
-from pyro.infer import SVI, Predictive, Trace_ELBO  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.infer.autoguide import AutoNormal  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pyro_spikes.diagnostics import ks_statistic, rescaled_intervals  # noqa: E402
-from pyro_spikes.distributions import HawkesProcess, default_capacity  # noqa: E402
+from pyro_spikes.distributions import HawkesProcess  # noqa: E402
+from pyro_spikes.infer import Predictive  # noqa: E402
 from pyro_spikes.plot import intensity_plot, loss_plot, qq_plot, raster  # noqa: E402
 from pyro_spikes.spikes import num_spikes, unpack_spikes  # noqa: E402
 
@@ -54,20 +55,14 @@ MAX_BASELINE, MAX_ADJACENCY = 2.0, 0.35
 # Priors :math:`\mu_i \sim \mathrm{Uniform}(0, 2)`, :math:`\alpha_{ij} \sim
 # \mathrm{Uniform}(0, 0.35)`, decay fixed; a :class:`pyro.plate` over the independent
 # sequences. The model says nothing about ``capacity`` (the number of rows of a sampled
-# realisation): scoring the observed trains accepts any number of rows.
+# realisation): scoring the observed trains accepts any number of rows, and a sample has as many
+# rows as it needs.
 #
-# Sampling does need one: :class:`~pyro.infer.Predictive` reshapes every draw of a site to the
-# shape of one draw from the *prior* (it first runs the model with every latent drawn from the
-# prior, ``init_to_sample``, to find the plate structure), while the default capacity of a
-# process depends on its parameters. So prediction runs under
-# :func:`~pyro_spikes.distributions.default_capacity`, one capacity for every draw, that of
-# the prior's largest parameters. Why bounded priors? With
-# :math:`\alpha_{ij} \le 0.35` every row sum of :math:`\alpha` is at most 0.7, so every
-# prior draw is stationary, and since a linear Hawkes process with nonnegative kernels is
-# stochastically increasing in :math:`\mu` and :math:`\alpha`, the default capacity of the
-# process at the upper bounds (mean count plus eight standard deviations) covers every prior
-# draw. (An unbounded prior such as :math:`\mathrm{HalfNormal}` gives explosive draws and a
-# ``capacity ... exceeded`` error.)
+# Prediction uses :class:`pyro_spikes.infer.Predictive`, a drop-in for
+# :class:`pyro.infer.Predictive`: realisations drawn with different parameters have different
+# lengths, which it pads to one row count (Pyro's would fail to stack them), and it never
+# simulates the process with parameters drawn from the prior (Pyro's does, once, to find the
+# plates). The priors could as well be unbounded.
 
 
 def model(num_sequences, duration, obs=None):
@@ -77,13 +72,6 @@ def model(num_sequences, duration, obs=None):
     process = HawkesProcess(baseline, adjacency, DECAY, duration)
     with pyro.plate("sequences", num_sequences):
         return pyro.sample("obs", process, obs=obs)
-
-
-def predictive_capacity(duration):
-    """Rows that a realisation of any prior draw fills with probability ~1 (see above)."""
-    worst = HawkesProcess(torch.full((2,), MAX_BASELINE), torch.full((2, 2), MAX_ADJACENCY),
-                          DECAY, duration)
-    return worst.capacity
 
 
 def isis(events):
@@ -132,10 +120,11 @@ def main(args):
 
     # Posterior predictive spike trains
     # ``Predictive`` draws parameters from the guide and runs the model without observations;
-    # the ``obs`` site then has shape ``(num_samples, num_sequences, capacity, 1 + D)``.
+    # the ``obs`` site then has shape ``(num_samples, num_sequences, rows, 1 + D)``, every draw
+    # padded to the longest one's rows.
     predictive = Predictive(model, guide=guide, num_samples=args.num_samples,
                             return_sites=["obs"])
-    with torch.no_grad(), default_capacity(predictive_capacity(args.duration)):
+    with torch.no_grad():
         replicated = predictive(args.num_sequences, args.duration)["obs"]
     print("posterior predictive obs shape:", tuple(replicated.shape))
     rep_counts = num_spikes(replicated)  # (S, num_sequences, D)

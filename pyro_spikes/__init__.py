@@ -1,6 +1,6 @@
 """pyro_spikes: probabilistic spiking neural networks in continuous time, in Pyro."""
 
-from pyro_spikes import diagnostics, models, nn, plot, scoring
+from pyro_spikes import diagnostics, infer, models, nn, plot, scoring
 from pyro_spikes.distributions import (
     HawkesProcess,
     PointProcess,
@@ -37,6 +37,7 @@ __all__ = [
     "SpikingPointProcess",
     "StochasticLIF",
     "diagnostics",
+    "infer",
     "models",
     "nn",
     "num_spikes",

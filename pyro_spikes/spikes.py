@@ -33,6 +33,7 @@ __all__ = [
     "num_spikes",
     "one_hot_marks",
     "pack_spikes",
+    "pad_rows",
     "select_neurons",
     "spike_mask",
     "to_dense",
@@ -269,6 +270,25 @@ def trim_padding(events, duration, layout="dense"):
     idx = real.nonzero()
     keep = int(idx.max()) + 1 if idx.numel() else 1
     return events[..., :keep, :]
+
+
+def pad_rows(events, rows, duration, layout="dense"):
+    """
+    Append padding rows (time ``duration`` and a zero mark, or index :math:`-1` in the index
+    layout) to ``events`` until it has ``rows`` rows: the inverse of :func:`trim_padding`, for
+    stacking realisations of different lengths (e.g. posterior predictive draws). A value with
+    more than ``rows`` rows raises a :class:`ValueError` naming ``rows``.
+    """
+    have = events.shape[-2]
+    if rows < have:
+        raise ValueError(f"rows={rows} is fewer than the {have} rows events already has")
+    if rows == have:
+        return events
+    pad = events.new_zeros(events.shape[:-2] + (rows - have, events.shape[-1]))
+    pad[..., 0] = float(duration)
+    if check_layout(layout) == "index":
+        pad[..., 1] = -1.0
+    return torch.cat([events, pad], -2)
 
 
 def _check_num_neurons(num_neurons):

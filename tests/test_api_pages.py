@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = ["pyro_spikes", "pyro_spikes.spikes", "pyro_spikes.distributions",
            "pyro_spikes.distributions.kernels", "pyro_spikes.models", "pyro_spikes.nn",
            "pyro_spikes.scoring", "pyro_spikes.diagnostics", "pyro_spikes.plot",
-           "pyro_spikes.provenance", "pyro_spikes.windows"]
+           "pyro_spikes.provenance", "pyro_spikes.windows", "pyro_spikes.infer"]
 
 
 def documented():

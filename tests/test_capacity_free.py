@@ -16,6 +16,7 @@ from pyro_spikes.distributions import (
     PoissonProcess,
     SpikingPointProcess,
     default_capacity,
+    event_limit,
 )
 from pyro_spikes.spikes import num_spikes, validate_events
 
@@ -172,14 +173,60 @@ def test_predictive_uses_each_draw_under_default_capacity():
         assert ((num_spikes(out).mean(1) - rates * T).abs() < 4 * se).all()
 
 
-def test_explosive_hawkes_is_an_error_only_when_sampling():
+def test_explosive_hawkes_samples_up_to_the_event_limit():
+    """
+    An explosive process has no default capacity (its event_shape is an error naming the
+    spectral radius) but samples: the draw grows as long as it needs, and a realisation past
+    the event limit is an error naming the limit.
+    """
+    torch.manual_seed(0)
     process = HawkesProcess(torch.tensor([0.5]), torch.tensor([[2.0]]), 1.0, T)
     assert torch.isfinite(process.log_prob(torch.tensor([[1.0, 1.0], [2.0, 1.0]]))).all()
     assert "capacity=None" in repr(process)
     with pytest.raises(ValueError, match="spectral radius .* pass capacity"):
-        process.sample()
+        process.event_shape
+    x = process.sample((3,))  # the branching ratio 2 over 10 decay times: thousands of events
+    counts = num_spikes(x).sum(-1)
+    assert x.shape[-2] == int(counts.max()) > 100  # no padding beyond the longest draw
+    validate_events(x, T, 1)
+    with pytest.raises(ValueError, match="event limit 50 exceeded.*event_limit"):
+        with event_limit(50):
+            process.sample()
     with pytest.raises(ValueError, match="capacity=30 exceeded.*default_capacity"):
         with default_capacity(30):
             process.sample()
-    with pytest.raises(ValueError, match="spectral radius"):  # the context is gone
-        process.sample()
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        with event_limit(0):
+            pass
+
+
+@pytest.mark.parametrize("layout", ["dense", "index"])
+def test_draws_past_the_default_capacity_get_the_rows_they_need(layout):
+    """
+    Without a capacity the default (a count exceeded with negligible probability) shapes a
+    sample; a realisation that needs more rows gets them instead of an error. Forced here by a
+    default made small on purpose.
+    """
+    torch.manual_seed(1)
+    process = PoissonProcess(torch.tensor([3.0, 2.0]), T, layout=layout)
+    assert process.sample((2,)).shape[-2] == process.capacity
+    process._computed_capacity = 5  # as if the default were 5
+    x = process.sample((4,))
+    counts = (x[..., 1] >= 0).sum(-1) if layout == "index" else num_spikes(x).sum(-1)
+    assert x.shape == (4, int(counts.max()), x.shape[-1]) and int(counts.max()) > 5
+    assert torch.allclose(process.log_prob(x), PoissonProcess(
+        torch.tensor([3.0, 2.0]), T, layout=layout).log_prob(x))
+
+
+def test_pyro_predictive_prior_draw_error_says_it_came_from_the_prior():
+    """
+    Pyro's Predictive simulates the model once with latents drawn from the prior; an explosive
+    prior draw stops at the event limit with an error that says where the draw came from.
+    """
+    def model(obs=None):
+        adjacency = pyro.sample("adjacency", dist.Uniform(3.0, 4.0).expand([1, 1]).to_event(2))
+        return pyro.sample("obs", HawkesProcess(torch.ones(1), adjacency, 1.0, 50.0), obs=obs)
+
+    draws = {"adjacency": torch.full((2, 1, 1), 0.1)}
+    with event_limit(1000), pytest.raises(ValueError, match="event limit 1000.*from the prior"):
+        Predictive(model, posterior_samples=draws)()

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from pyro_spikes.spikes import num_spikes, validate_events  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -58,7 +60,10 @@ def test_posterior_predictive_smoke(tmp_path):
                                  "--out", str(tmp_path)]))
     for name in ["loss", "counts", "isi", "time_rescaling", "rasters"]:
         assert (tmp_path / f"{name}.png").stat().st_size > 0
-    assert res["replicated"].shape == (3, 2, ex.predictive_capacity(20.0), 3)
+    rep = res["replicated"]  # padded to the longest draw (or the largest default capacity)
+    assert rep.shape[:2] == (3, 2) and rep.shape[-1] == 3
+    assert rep.shape[2] >= int(num_spikes(rep).sum(-1).max())
+    validate_events(rep, 20.0, 2)
     assert len(res["losses"]) == 5
 
 

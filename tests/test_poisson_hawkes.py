@@ -11,7 +11,7 @@ from scipy import linalg, stats
 
 from pyro_spikes import pack_spikes, unpack_spikes
 from pyro_spikes.diagnostics import rescaled_intervals
-from pyro_spikes.distributions import HawkesProcess, PoissonProcess
+from pyro_spikes.distributions import HawkesProcess, PoissonProcess, event_limit
 
 # ---------------------------------------------------------------------------- Poisson
 
@@ -227,11 +227,15 @@ def test_hawkes_shapes_expand_and_errors():
     assert e.log_prob(x).shape == (3, 4, 2)
     batched = HawkesProcess(MU.float().expand(5, 3), ALPHA.float(), 1.0, duration=5.0)
     assert batched.sample().shape == (5,) + batched.event_shape
-    # an explosive process has no default capacity: an error when sampling only
+    # an explosive process has no default capacity: its event_shape is an error, and a draw
+    # grows as long as it needs, up to the event limit
     explosive = HawkesProcess(MU, ALPHA * 4, 1.0, duration=5.0)
     assert torch.isfinite(explosive.log_prob(h.sample().to(MU.dtype)))
     with pytest.raises(ValueError, match="spectral radius"):
-        explosive.sample()
+        explosive.event_shape
+    with pytest.raises(ValueError, match="event limit 20 exceeded"):
+        with event_limit(20):  # at T = 20 a draw passes millions of events
+            HawkesProcess(MU, ALPHA * 4, 1.0, duration=20.0).sample((4,))
     HawkesProcess(MU, ALPHA * 4, 1.0, duration=1.0, capacity=500)
     with pytest.raises(ValueError, match="adjacency"):
         HawkesProcess(MU, ALPHA[:2], 1.0, duration=5.0)

@@ -2,7 +2,7 @@
 
 from pyro_spikes.distributions.constraints import index_spike_trains, spike_trains
 from pyro_spikes.distributions.hawkes import HawkesProcess
-from pyro_spikes.distributions.point_process import PointProcess, default_capacity
+from pyro_spikes.distributions.point_process import PointProcess, default_capacity, event_limit
 from pyro_spikes.distributions.poisson import PoissonProcess
 from pyro_spikes.distributions.relaxed import RelaxedPointProcess, concrete_log_density
 from pyro_spikes.distributions.scan import exp_decay_scan
@@ -22,6 +22,7 @@ __all__ = [
     "Stimulus",
     "concrete_log_density",
     "default_capacity",
+    "event_limit",
     "exp_decay_scan",
     "index_spike_trains",
     "spike_trains",

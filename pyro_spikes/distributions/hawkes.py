@@ -105,11 +105,16 @@ class HawkesProcess(PointProcess):
     :param float duration: observation window :math:`T`.
     :param int capacity: rows of a realisation; by default the stationary mean count
         :math:`T\\,\\mathbf 1^\\top (I - \\alpha)^{-1} \\mu` plus eight standard deviations,
-        computed when first sampling (it needs a spectral radius below one; pass ``capacity``
-        to sample otherwise; scoring accepts any parameters and any number of rows).
+        computed when first sampling, or as many rows as a realisation needs where it has more
+        or where there is no default (a spectral radius of one or more: the draw then ends at
+        :math:`T` or at the event limit, :func:`~pyro_spikes.distributions.event_limit`);
+        scoring accepts any parameters and any number of rows.
     :param str layout: ``"dense"`` or ``"index"``, the layout of samples and values (see
         :class:`~pyro_spikes.distributions.PointProcess`).
     """
+
+    _count_args = ("baseline, adjacency and duration; an adjacency with spectral radius >= 1 "
+                   "is explosive, its count grows without bound")
 
     arg_constraints = {
         "baseline": independent(nonnegative_finite, 1),
@@ -159,8 +164,9 @@ class HawkesProcess(PointProcess):
         if not radius < 1:
             raise ValueError(
                 f"adjacency has spectral radius {radius:.3g} >= 1 (explosive process), so there "
-                "is no default capacity to sample with: pass capacity explicitly, or sample under "
-                "pyro_spikes.distributions.default_capacity(n) (scoring needs none)"
+                "is no default capacity (nor event_shape): pass capacity for samples of fixed "
+                "rows; samples without one have the rows they need, up to "
+                "pyro_spikes.distributions.event_limit (scoring needs none)"
             )
         eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
         mean_rate = torch.linalg.solve(eye - adj, self.baseline.detach().unsqueeze(-1))
@@ -312,7 +318,7 @@ class HawkesProcess(PointProcess):
         by one scalar per sequence; the label is then one ``searchsorted`` of the uniform in the
         cumulated intensity.
         """
-        shape = self._extended_shape(sample_shape)[:-2]
+        shape = self._sample_batch(sample_shape)
         d = self.num_neurons
         with torch.no_grad():
             # whatever validate_args says: a negative or infinite rate never lets time pass
@@ -321,7 +327,7 @@ class HawkesProcess(PointProcess):
                                   decay=(self.decay, "positive"))
             mu = self.baseline.expand(shape + (d,)).reshape(-1, d)
             n = mu.shape[0]
-            self._check_room(n, mu)
+            self._check_room(n, mu, self._sample_rows(0))
             uniform = self._uniform_decay()
             table = self._jump_table(shape, n)
             offset = None
@@ -396,7 +402,7 @@ class HawkesProcess(PointProcess):
         check_allocation(self._arg_names.get("capacity", "capacity"),
                          2.0 * counts.numel() * num_candidates, torch.float64, t.device,
                          f"the {num_candidates} thinning candidates per sequence")
-        if running and num_candidates > max_candidates(self.capacity):
+        if running and num_candidates > max_candidates(self._row_bound()):
             raise ValueError(
                 f"thinning stopped after {num_candidates} candidates per sequence without "
                 f"reaching duration={self.duration}: baseline, adjacency and decay must be "

@@ -22,7 +22,7 @@ from pyro_spikes.spikes import (
     validate_index_events,
 )
 
-__all__ = ["PointProcess", "default_capacity"]
+__all__ = ["DEFAULT_EVENT_LIMIT", "PointProcess", "default_capacity", "event_limit"]
 
 
 def as_param(x, like=None):
@@ -192,25 +192,29 @@ def sequential_threads(step_numel):
 
 
 _CAPACITY_STACK = []
+_LIMIT_STACK = []
+
+#: The most events one realisation may have when a process samples without a capacity
+#: (see :func:`event_limit`).
+DEFAULT_EVENT_LIMIT = 10_000_000
 
 
 @contextlib.contextmanager
 def default_capacity(capacity):
     """
-    Within this context, processes built without ``capacity`` sample ``capacity`` rows instead
-    of their own default (which depends on their parameters).
+    Within this context, processes built without ``capacity`` sample exactly ``capacity`` rows
+    (a realisation with more events raises a :class:`ValueError` naming it) instead of as many
+    as they need (see :class:`PointProcess`).
 
-    :class:`~pyro.infer.predictive.Predictive` reshapes every draw of a site to the shape of
-    one prior draw, so when a process's default capacity depends on a sampled parameter (the
-    rate of a :class:`~pyro_spikes.distributions.PoissonProcess`, the parameters of a
-    :class:`~pyro_spikes.distributions.HawkesProcess`), draws with other values do not fit
-    (torch's ``shape ... is invalid for input of size`` or ``expanded size ... must match``).
-    Run it under a fixed capacity instead, leaving the model free of it::
+    A fixed row count makes every draw the same shape whatever its parameters, which
+    :class:`pyro.infer.Predictive` needs (it stacks the draws and reshapes them to the shape of
+    one prior draw)::
 
         with default_capacity(500):
-            samples = Predictive(model, guide=guide, num_samples=100)(num_sequences)
+            samples = pyro.infer.Predictive(model, guide=guide, num_samples=100)(num_sequences)
 
-    A realisation with more events than ``capacity`` raises a :class:`ValueError` naming it.
+    :class:`pyro_spikes.infer.Predictive` needs no capacity: it pads the draws to one row
+    count.
 
     :param int capacity: rows of every sample drawn in the context.
     """
@@ -222,6 +226,50 @@ def default_capacity(capacity):
         yield capacity
     finally:
         _CAPACITY_STACK.pop()
+
+
+@contextlib.contextmanager
+def event_limit(limit):
+    """
+    Within this context, a process that samples without a capacity stops a realisation that
+    reaches more than ``limit`` events with a :class:`ValueError` naming the limit (default
+    :data:`~pyro_spikes.distributions.point_process.DEFAULT_EVENT_LIMIT`, ten million). An
+    explosive process (a Hawkes process whose branching matrix has spectral radius at least
+    one) has no bound on its count: the limit is what ends its draw.
+
+    :param int limit: the most events of one realisation.
+    """
+    limit = int(limit)
+    if limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit}")
+    _LIMIT_STACK.append(limit)
+    try:
+        yield limit
+    finally:
+        _LIMIT_STACK.pop()
+
+
+def current_event_limit():
+    """The innermost :func:`event_limit` in force, else :data:`DEFAULT_EVENT_LIMIT`."""
+    return _LIMIT_STACK[-1] if _LIMIT_STACK else DEFAULT_EVENT_LIMIT
+
+
+def _prior_draw_note():
+    """
+    A sentence for errors raised while Pyro's initialisation (``init_to_sample``, as run by
+    :class:`pyro.infer.Predictive` to guess the plate nesting) draws a site from the prior.
+    """
+    from pyro.infer.autoguide.initialization import InitMessenger
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    if not any(isinstance(m, InitMessenger) for m in _PYRO_STACK):
+        return ""
+    return (
+        ". This draw came from the prior: pyro.infer.Predictive first runs the model once with "
+        "every latent site (the point process's parameters too) drawn from the prior "
+        "(init_to_sample), to guess the plate nesting and the site shapes; "
+        "pyro_spikes.infer.Predictive does not, and pads draws of different lengths"
+    )
 
 
 class PointProcess(NoMoments, TorchDistribution):
@@ -245,24 +293,30 @@ class PointProcess(NoMoments, TorchDistribution):
     :math:`T`, query times and, for processes that integrate numerically, a grid of spacing at
     most ``_max_step``). Zero-mark rows leave the history unchanged.
 
-    **Capacity.** A realisation is padded to a fixed number of rows, ``capacity``, only so that
+    **Capacity.** A realisation is padded to a number of rows, ``capacity``, only so that
     samples stack into one tensor. The number of rows says nothing about a realisation: scoring
     (:meth:`log_prob`, :meth:`intensity`, :meth:`compensator`) accepts values with any number of
-    rows, so a model that observes data needs no ``capacity``. The default capacity (a count
-    the process exceeds with negligible probability, from subclass ``_default_capacity``)
-    is computed the first time it is needed, i.e. when sampling or reading ``event_shape``;
-    parameters for which no default exists (an explosive Hawkes process) are only an error
-    then.
+    rows, so a model that observes data needs no ``capacity``. With a ``capacity`` (the
+    argument, or :func:`default_capacity` in force) every sample has exactly that many rows and
+    a realisation with more events raises a :class:`ValueError` naming it. Without one, a
+    sample has the default capacity's rows (a count the process exceeds with negligible
+    probability, from subclass ``_default_capacity``, computed when first needed, i.e. when
+    sampling or reading ``event_shape``), or as many as its longest realisation needs when one
+    exceeds it, or when the process has no default (an explosive Hawkes process, whose
+    ``event_shape`` is then an error): the sampler's buffer grows until the draw ends or a
+    realisation reaches the event limit (:func:`event_limit`, ten million events by default),
+    which raises a :class:`ValueError` naming the limit.
 
-    Samples of processes with different parameters may have different default capacities, so
-    they do not stack: run :class:`~pyro.infer.predictive.Predictive` over sampled parameters
-    under :func:`default_capacity` (or pass the process a fixed ``capacity``).
+    Samples of processes with different parameters may thus have different row counts and do
+    not stack: :class:`pyro_spikes.infer.Predictive` pads them to one row count; with
+    :class:`pyro.infer.Predictive` run under :func:`default_capacity` (or pass the process a
+    fixed ``capacity``).
 
     :param torch.Size batch_shape: batch shape of the parameters.
     :param int num_neurons: number of neurons (mark dimensions) :math:`D`.
     :param float duration: observation window :math:`T`.
     :param int capacity: number of rows of a sample (default: ``_default_capacity``,
-        computed when first needed).
+        computed when first needed, or more rows where a realisation needs them).
     :param str layout: the layout of samples and of the values :meth:`log_prob` takes (see
         :mod:`pyro_spikes.spikes`): ``"dense"`` (``event_shape = (capacity, 1 + D)``, one-hot
         or soft marks) or ``"index"`` (``event_shape = (capacity, 2)``, rows (time, neuron
@@ -271,6 +325,9 @@ class PointProcess(NoMoments, TorchDistribution):
         mark in the dense layout and a gather by its index in the index layout
         (:func:`mark_rows`, :func:`mark_sum`), so the two agree to rounding.
     """
+
+    #: the arguments that set the number of events, for the event limit's error message
+    _count_args = "the parameters and duration"
 
     #: the names the caller knows the arguments by, for error messages (e.g. a model that
     #: passes its ``hidden_capacity`` as ``capacity``: ``{"capacity": "hidden_capacity"}``)
@@ -296,15 +353,48 @@ class PointProcess(NoMoments, TorchDistribution):
     def capacity(self):
         """
         The number of rows of a sample, an int. It is the ``capacity`` argument, else the
-        innermost :func:`default_capacity` in force, else the process's default (cached).
+        innermost :func:`default_capacity` in force, else the process's default (cached): a
+        count its realisations exceed with negligible probability, or more rows when one does
+        (see the class docstring).
         """
+        fixed = self._fixed_capacity()
+        if fixed is not None:
+            return fixed
+        if getattr(self, "_computed_capacity", None) is None:
+            self._computed_capacity = int(self._default_capacity())
+        return self._computed_capacity
+
+    def _fixed_capacity(self):
+        """The ``capacity`` argument, else the innermost :func:`default_capacity`, else None."""
         if self._capacity is not None:
             return self._capacity
         if _CAPACITY_STACK:
             return _CAPACITY_STACK[-1]
-        if getattr(self, "_computed_capacity", None) is None:
-            self._computed_capacity = int(self._default_capacity())
-        return self._computed_capacity
+        return None
+
+    def _row_bound(self):
+        """The most rows a sample may have: a fixed capacity, else the event limit."""
+        fixed = self._fixed_capacity()
+        return fixed if fixed is not None else current_event_limit()
+
+    def _sample_rows(self, most):
+        """
+        Rows of a sample whose longest realisation has ``most`` events: a fixed capacity (see
+        :meth:`_check_capacity`), else the default capacity, or ``most`` when a realisation
+        exceeds it or the process has no default (an explosive Hawkes process).
+        """
+        fixed = self._fixed_capacity()
+        if fixed is not None:
+            return fixed
+        try:
+            default = self.capacity
+        except ValueError:  # no default (explosive): as many rows as the draw needs
+            default = 1
+        return max(default, most, 1)
+
+    def _sample_batch(self, sample_shape):
+        """``sample_shape + batch_shape``: the batch of a sample (needs no capacity)."""
+        return torch.Size(sample_shape) + self.batch_shape
 
     def _default_capacity(self):
         """A number of rows that a realisation exceeds with negligible probability."""
@@ -390,21 +480,40 @@ class PointProcess(NoMoments, TorchDistribution):
             ) from None
 
     def _check_capacity(self, counts):
-        """Raise if any realisation needs more rows than ``capacity``."""
-        if counts.numel() and int(counts.max()) > self.capacity:
-            name = self._arg_names.get("capacity", "capacity")
+        """
+        Raise if any realisation needs more rows than a fixed capacity allows or, without one,
+        has more events than the event limit (:func:`event_limit`).
+        """
+        if not counts.numel():
+            return
+        most = int(counts.max())
+        fixed = self._fixed_capacity()
+        if fixed is not None:
+            if most > fixed:
+                name = self._arg_names.get("capacity", "capacity")
+                raise ValueError(
+                    f"{name}={fixed} exceeded: a realisation has {most} events; pass a larger "
+                    f"{name} (or, for Predictive, run it under a larger "
+                    "pyro_spikes.distributions.default_capacity(n), or use "
+                    f"pyro_spikes.infer.Predictive, which needs none){_prior_draw_note()}"
+                )
+            return
+        limit = current_event_limit()
+        if most > limit:
             raise ValueError(
-                f"{name}={self.capacity} exceeded: a realisation has {int(counts.max())} events;"
-                f" pass a larger {name} (or, for Predictive, run it under a larger"
-                " pyro_spikes.distributions.default_capacity(n))"
+                f"event limit {limit} exceeded: a realisation of this {type(self).__name__} "
+                f"reached {most} events (its count is set by {self._count_args}); raise the "
+                "limit with pyro_spikes.distributions.event_limit(n) if the draw is meant to "
+                f"be this long{_prior_draw_note()}"
             )
 
-    def _check_room(self, n, like):
-        """Raise before sampling when ``n`` realisations of ``capacity`` rows cannot fit in
-        memory (e.g. a default capacity derived from a huge rate)."""
+    def _check_room(self, n, like, rows=None):
+        """Raise before sampling when ``n`` realisations of ``rows`` rows (default: the
+        capacity) cannot fit in memory (e.g. a default capacity derived from a huge rate)."""
+        rows = self.capacity if rows is None else rows
         check_allocation(self._arg_names.get("capacity", "capacity"),
-                         float(n) * self.capacity * self._width, like.dtype,
-                         like.device, f"{n} realisations of capacity={self.capacity} rows")
+                         float(n) * rows * self._width, like.dtype,
+                         like.device, f"{n} realisations of {rows} rows")
 
     def rsample(self, sample_shape=torch.Size()):
         raise NotImplementedError(
@@ -628,37 +737,39 @@ class PointProcess(NoMoments, TorchDistribution):
 
     def _compact(self, cand_times, accepted, labels, sample_batch):
         """
-        Gather accepted candidates into the ``events`` layout.
+        Gather accepted candidates into the ``events`` layout, with :meth:`_sample_rows` rows.
 
         :param cand_times: candidate times ``(N, K)``; :param accepted: bool ``(N, K)``;
         :param labels: neuron index ``(N, K)``; :param sample_batch: output batch shape.
         """
         n, k = cand_times.shape
         width = self._width
-        self._check_room(n, cand_times)
         pos = accepted.long().cumsum(-1)  # 1-based row of each accepted candidate
-        self._check_capacity(pos[:, -1] if k else pos.new_zeros(n))
+        counts = pos[:, -1] if k else pos.new_zeros(n)
+        self._check_capacity(counts)
+        rows = self._sample_rows(int(counts.max()) if n else 0)
+        self._check_room(n, cand_times, rows)
         if self.layout == "index":  # rows (time, index); the spare row past the end is dropped
-            out = cand_times.new_empty(n, self.capacity + 1, 2)
+            out = cand_times.new_empty(n, rows + 1, 2)
             out[..., 0] = self.duration
             out[..., 1] = -1.0
-            row = torch.where(accepted, pos - 1, torch.full_like(pos, self.capacity))
+            row = torch.where(accepted, pos - 1, torch.full_like(pos, rows))
             out[..., 0].scatter_(1, row, cand_times)
             out[..., 1].scatter_(1, row, labels.to(cand_times.dtype))
-            return out[:, :self.capacity].reshape(sample_batch + self.event_shape)
-        # flat offsets into an (N, capacity, 1 + D) buffer; rejected candidates all go to one
+            return out[:, :rows].reshape(sample_batch + (rows, width))
+        # flat offsets into an (N, rows, 1 + D) buffer; rejected candidates all go to one
         # spare row past the end, which is dropped
-        spare = n * self.capacity * width
+        spare = n * rows * width
         flat = (pos - 1) * width + (
-            torch.arange(n, device=cand_times.device) * (self.capacity * width)
+            torch.arange(n, device=cand_times.device) * (rows * width)
         ).unsqueeze(-1)
         flat = torch.where(accepted, flat, torch.full_like(flat, spare)).reshape(-1)
         buf = cand_times.new_zeros(spare + width)
-        out = buf[:spare].view(n, self.capacity, width)
+        out = buf[:spare].view(n, rows, width)
         out[..., 0] = self.duration
         buf.scatter_(0, flat, cand_times.reshape(-1))
         buf.scatter_(0, flat + 1 + labels.reshape(-1), 1.0)
-        return out.reshape(sample_batch + self.event_shape)
+        return out.reshape(sample_batch + (rows, width))
 
     def __repr__(self):
         layout = "" if self.layout == "dense" else f", layout={self.layout!r}"

@@ -50,6 +50,8 @@ class PoissonProcess(PointProcess):
         :class:`~pyro_spikes.distributions.PointProcess`).
     """
 
+    _count_args = "rate and duration"
+
     arg_constraints = {"rate": independent(nonnegative_finite, 1)}
 
     def __init__(self, rate, duration, capacity=None, upper_bound=None, validate_args=None,
@@ -111,7 +113,7 @@ class PoissonProcess(PointProcess):
         return (term - self.duration * self.rate).sum(-1)
 
     def sample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)[:-2]
+        shape = self._sample_batch(sample_shape)
         with torch.no_grad():
             check_sampling_params(rate=(self.rate, "nonnegative"))  # whatever validate_args says
             rate = self.rate.expand(shape + (self.num_neurons,)).reshape(-1, self.num_neurons)
@@ -149,12 +151,13 @@ class PoissonProcess(PointProcess):
         )
 
     def _stream(self, sample_shape):
-        shape = self._extended_shape(sample_shape)[:-2]
+        shape = self._sample_batch(sample_shape)
         n = shape.numel()
         bound = self.thinning_bound().expand(shape).reshape(n)
         check_sampling_params(rate=(self.rate, "nonnegative"), upper_bound=(bound, "nonnegative"))
         counts = torch.poisson(bound * self.duration)
-        self._check_capacity(counts)
+        if self._fixed_capacity() is not None:  # else RelaxedPointProcess checks its rows
+            self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
         cand, valid = uniform_order_statistics(counts, k, self.duration, self.rate.detach(),
                                                "upper_bound")

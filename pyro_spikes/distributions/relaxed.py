@@ -144,6 +144,12 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
     def rsample(self, sample_shape=torch.Size()):
         proc = self.process
         stream = proc._stream(sample_shape)
+        if stream.cand.shape[1] > self.capacity:  # a relaxed sample keeps every candidate
+            raise ValueError(
+                f"capacity={self.capacity} exceeded: a relaxed realisation has "
+                f"{stream.cand.shape[1]} thinning candidates; build the process with a larger "
+                "capacity"
+            )
         u = torch.rand(stream.times.shape + (proc.num_neurons + 1,),
                        dtype=stream.times.dtype, device=stream.times.device)
         tiny = torch.finfo(u.dtype).tiny

@@ -264,6 +264,8 @@ class SpikingPointProcess(PointProcess):
     likelihood loop has no drive term).
     """
 
+    _count_args = "upper_bound, the number of neurons and duration"
+
     arg_constraints = {
         "bias": independent(finite, 1),
         "weight": independent(finite, 3),
@@ -651,7 +653,8 @@ class SpikingPointProcess(PointProcess):
                               time_constants=(self.time_constants, "positive"),
                               bias=(self.bias, "finite"), weight=(self.weight, "finite"))
         counts = torch.poisson(bound * self.duration)
-        self._check_capacity(counts)
+        if self._fixed_capacity() is not None:  # candidates bound the spikes: fail early
+            self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
         return uniform_order_statistics(counts, k, self.duration, like, name="upper_bound")
 
@@ -663,7 +666,7 @@ class SpikingPointProcess(PointProcess):
         share of the potentials at the candidates does not depend on the candidates' marks, so
         it is computed once, in parallel, and added to the bias (``stream.base``).
         """
-        shape = self._extended_shape(sample_shape)[:-2]
+        shape = self._sample_batch(sample_shape)
         n = shape.numel()
         like = self.bias.detach()
         bound = (self.upper_bound.detach().expand(shape).reshape(n)) * self.num_neurons
@@ -801,7 +804,7 @@ class SpikingPointProcess(PointProcess):
         label (zero for ``D``): O(L D) per candidate. Candidates past the count of their
         sequence sit at :math:`T` after all real ones, and are masked afterwards.
         """
-        shape = self._extended_shape(sample_shape)[:-2]
+        shape = self._sample_batch(sample_shape)
         d, l = self.num_neurons, self.num_basis
         bias, weight, rate, a = self._flat_params(shape)
         n = bias.shape[0]

@@ -1,0 +1,5 @@
+"""Inference with the library's processes: Pyro's tools, extended where spike trains need it."""
+
+from pyro_spikes.infer.predictive import Predictive
+
+__all__ = ["Predictive"]
