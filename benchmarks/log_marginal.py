@@ -16,6 +16,7 @@ and REINFORCE), 10 training sequences.
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -27,6 +28,7 @@ from pyro_spikes.models import SNN, kajino_ground_truth
 from pyro_spikes.models.smc import _compiled as smc_compiled
 from pyro_spikes.models.training import ESTIMATORS
 
+from pyro_spikes.provenance import write_results
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 
@@ -73,6 +75,7 @@ def main(args):
                ("importance sampling", "is", True)]
     if smc_compiled is None:
         methods = methods[1:]
+    rows = []
     for particles in [int(p) for p in args.particles.split(",")]:
         for label, method, compiled in methods:
             if label == "SMC, PyTorch" and particles > args.max_torch_particles:
@@ -81,13 +84,25 @@ def main(args):
                                               compiled)
             print(f"| {label} | {particles} | {sec:.3f} | {mean:.2f} | {spread:.2f} | "
                   f"{ess:.3f} |")
+            rows.append({"estimator": label, "particles": particles, "median_s": sec,
+                         "mean_log_p": mean, "mc_spread": spread, "ess_fraction": ess})
     train_obs, _ = truth.simulate(10)
     print("\n| SVI step (10 sequences) | Kajino's guide (s) | separate guide (s) |")
     print("|---|---:|---:|")
+    svi_rows = []
     for estimator in ("pathwise", "reinforce"):
         cells = [svi_step_seconds(g, estimator, train_obs, args.duration, args.repeats)
                  for g in ("prior", "separate")]
         print(f"| {estimator} | {cells[0]:.3f} | {cells[1]:.3f} |")
+        svi_rows.append({"estimator": estimator, "prior_guide_s": cells[0],
+                         "separate_guide_s": cells[1]})
+    if args.out:  # values with the command, commit and machine (docs/render_tables.py)
+        write_results(args.out, {
+            "settings": {"duration": args.duration, "num_sequences": args.num_sequences,
+                         "repeats": args.repeats, "seed": args.seed,
+                         "load_average": list(os.getloadavg())},
+            "rows": rows, "svi_steps": svi_rows})
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
@@ -99,4 +114,6 @@ if __name__ == "__main__":
     parser.add_argument("--max-torch-particles", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--out", default=None,
+                        help="results file (JSON with the command, commit and machine)")
     main(parser.parse_args())

@@ -9,14 +9,15 @@ same mean counts per neuron, and measures :class:`~pyro_spikes.distributions.Spi
 sampling and ``log_prob`` throughput for several network sizes. tick is only a benchmark peer
 (install it in a separate virtual environment); without it the script reports our figures only.
 
-Run with ``PYTHONPATH=. python benchmarks/sampling.py [--quick] [--out results.json]``; the
+Run with ``PYTHONPATH=. python benchmarks/sampling.py [--quick] [--out results.json]`` (the
+results file, with the command, commit and machine, is what README's and the docs' tables are
+rendered from: ``--out docs/results/sampling/sampling.json``); the
 sequential loops run compiled when ``pyro_spikes._kernels`` is built (``PYRO_SPIKES_COMPILED=0``
 times the PyTorch loops instead).
 Timings are the best of ``--repeats`` runs with ``torch.set_num_threads(--threads)``.
 """
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -33,6 +34,7 @@ except ImportError:  # run from a checkout without PYTHONPATH
 
 from pyro_spikes.distributions import HawkesProcess, SpikingPointProcess  # noqa: E402
 from pyro_spikes.distributions.kernels import compiled_for  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
 
@@ -280,10 +282,8 @@ def main(args):
     info["load_average_at_end"] = round(os.getloadavg()[0], 1)
     table = markdown(info, rows, checks)
     print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"machine": info, "rows": rows, "checks": checks, "markdown": table},
-                      f, indent=2)
+    if args.out:  # values with the command, commit and machine (docs/render_tables.py)
+        write_results(args.out, {"machine": info, "rows": rows, "checks": checks})
         print(f"wrote {args.out}")
 
 
