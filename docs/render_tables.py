@@ -32,7 +32,10 @@ from math import floor, log10
 DOCS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(DOCS)
 PAGES = ["README.md"] + sorted(
-    os.path.relpath(os.path.join(DOCS, f), ROOT) for f in os.listdir(DOCS) if f.endswith(".rst"))
+    os.path.relpath(os.path.join(DOCS, f), ROOT) for f in os.listdir(DOCS) if f.endswith(".rst")
+) + sorted(  # the examples' docstrings (reStructuredText, rendered by sphinx-gallery)
+    os.path.join("examples", f) for f in os.listdir(os.path.join(ROOT, "examples"))
+    if f.endswith(".py"))
 MD_REGION = re.compile(r"(<!-- results: ([\w-]+) -->\n)(.*?)(<!-- end results -->)", re.S)
 RST_REGION = re.compile(r"(^\.\. results: ([\w-]+)\n\n)(.*?)(^\.\. end results$)", re.S | re.M)
 
@@ -70,7 +73,7 @@ def rst_list_table(header, rows):
     lines = [".. list-table::", "   :header-rows: 1", ""]
     for row in [header] + rows:
         lines.append(f"   * - {row[0]}")
-        lines.extend(f"     - {cell}" for cell in row[1:])
+        lines.extend(f"     - {cell}".rstrip() for cell in row[1:])
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +190,247 @@ def recordings_hawkes():
     return rst_list_table(header, rows) + "\n" + note + "\n"
 
 
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def md_provenance(record):
+    run, m = record["run"], record["run"]["machine"]
+    return (f"`{run['command']}`, commit {run['commit']}, {run['date']}; {m['cpu']}, "
+            f"{m['cores']} cores, torch {m['torch']}, {run['threads']} torch thread(s)")
+
+
+# ---------------------------------------------------------------- sampling
+
+SAMPLING = "docs/results/sampling/sampling.json"
+
+
+def _sampling_hawkes(markdown):
+    record = load(SAMPLING)
+    r = record["results"]
+    rows = [row for row in r["rows"] if row["process"] == "Hawkes"]
+    check = r["checks"][0]
+    header = ["batch", "T", "events/seq", "ours events/s", "tick loop events/s",
+              "tick Multi events/s", "ours / best tick"]
+    cells = [[str(row["batch"]), f"{row['T']:g}", f"{row['events_per_seq']:,.0f}",
+              f"{row['ours_events_per_s']:,.0f}", f"{row['tick_loop_events_per_s']:,.0f}",
+              f"{row['tick_multi_events_per_s']:,.0f}", num(row["ratio_ours_over_tick"], 3)]
+             for row in rows]
+    agree = (f"mean counts per neuron agree with tick's within {check['max_abs_z']:.1f} standard "
+             f"errors over {check['sequences']:,} sequences each (ours against the exact mean: "
+             f"{check['max_abs_z_ours_vs_exact']:.1f}, tick's: "
+             f"{check['max_abs_z_tick_vs_exact']:.1f})")
+    d = rows[0]["D"]
+    if markdown:
+        return (f"**Hawkes sampling vs tick** ({md_provenance(record)}; {d} neurons, spectral "
+                f"radius 0.6, tick {r['machine']['tick']} in the same process as B independent "
+                f"`SimuHawkesExpKernels` simulations; {agree}):\n\n" + md_table(header, cells))
+    return (rst_list_table(header, cells) + f"\nThe {agree}. Run: {provenance(record)}.\n")
+
+
+def sampling_hawkes_readme():
+    return _sampling_hawkes(True)
+
+
+def sampling_hawkes_benchmarks():
+    return _sampling_hawkes(False)
+
+
+def _sampling_spiking(markdown):
+    record = load(SAMPLING)
+    rows = [row for row in record["results"]["rows"] if row["process"] == "Spiking"]
+    header = ["D", "T", "batch", "events/seq", "sample events/s", "sample s",
+              "log_prob events/s", "log_prob s"]
+    cells = [[str(row["D"]), f"{row['T']:g}", str(row["batch"]),
+              f"{row['events_per_seq']:,.0f}", f"{row['sample_events_per_s']:,.0f}",
+              num(row["sample_s"]), f"{row['log_prob_events_per_s']:,.0f}",
+              num(row["log_prob_s"])] for row in rows]
+    a = rows[0]["a"]
+    if markdown:
+        return (f"**SpikingPointProcess** sampling and `log_prob` throughput "
+                f"({md_provenance(record)}; L = 2, a = {a:g}; `log_prob` under "
+                "`torch.no_grad()`, the compiled forward-only pass):\n\n"
+                + md_table(header, cells))
+    return rst_list_table(header, cells) + f"\nRun: {provenance(record)}.\n"
+
+
+def sampling_spiking_readme():
+    return _sampling_spiking(True)
+
+
+def sampling_spiking_benchmarks():
+    return _sampling_spiking(False)
+
+
+# ---------------------------------------------------------------- SVI gradient
+
+SVI = "docs/results/svi/svi.json"
+
+
+def _svi_cells(record):
+    r = record["results"]
+    med = {(row["estimator"], row["loops"]): row["median_wall_s"] for row in r["rows"]}
+    labels = {row["estimator"]: row["label"] for row in r["rows"]}
+    reported = r["kajino_reported_s"]
+    cells = []
+    for name, label in labels.items():
+        cells.append([label.replace("Trace_ELBO", "``Trace_ELBO``").replace(
+            "TraceGraph_ELBO", "``TraceGraph_ELBO``").replace("cancel_hidden=True",
+                                                              "``cancel_hidden=True``"),
+            num(med[name, "compiled"], 2) if (name, "compiled") in med else "",
+            num(med[name, "torch"], 2) if (name, "torch") in med else "",
+            f"~{reported[name]:g} s" if name in reported else ""])
+    return cells, med, reported
+
+
+def _svi_sentence(record, med, reported):
+    ratio = med["pathwise", "compiled"] / med["reinforce", "compiled"]
+    speedup = reported["pathwise"] / med["pathwise", "compiled"]
+    cancel = reported["pathwise"] / med["pathwise_cancel", "compiled"]
+    return (f"The path-wise estimator costs {num(ratio, 2)}× REINFORCE here (Kajino reports "
+            f"{reported['ratio']:g}×), and a gradient takes {num(speedup, 2)}× less time than "
+            f"the {reported['pathwise']:g} s Kajino reports for his implementation on his "
+            f"machine ({num(cancel, 2)}× with ``cancel_hidden=True``, which skips the two "
+            "hidden densities that cancel for Kajino's guide).")
+
+
+def svi_readme():
+    record = load(SVI)
+    cells, med, reported = _svi_cells(record)
+    s = record["results"]["settings"]
+    cells = [[c.replace("``", "`") for c in row] for row in cells]
+    header = ["estimator", "s per gradient (compiled loops)", "s (PyTorch loops)",
+              "Kajino (2021) reports"]
+    return (f"**SVI gradient on Kajino's set-up** ({md_provenance(record)}; "
+            f"{s['num_observed']} observed + {s['num_hidden']} hidden neurons, "
+            f"{s['num_sequences']} sequences, T = {s['duration']:g}, a = {s['upper_bound']:g}; "
+            f"median seconds per gradient estimate over {s['repeats']}):\n\n"
+            + md_table(header, cells) + "\n"
+            + _svi_sentence(record, med, reported).replace("``", "`") + "\n")
+
+
+def svi_benchmarks():
+    record = load(SVI)
+    cells, med, reported = _svi_cells(record)
+    header = ["estimator", "s per gradient", "s (PyTorch loops)", "Kajino (2021) reports"]
+    return (rst_list_table(header, cells) + "\n" + _svi_sentence(record, med, reported)
+            + f" Run: {provenance(record)}.\n")
+
+
+# ---------------------------------------------------------------- held-out log p(J_O)
+
+LOG_MARGINAL = "docs/results/log_marginal/log_marginal.json"
+
+
+def _log_marginal_cells(record, with_torch):
+    return [[row["estimator"], str(row["particles"]), num(row["median_s"], 3),
+             f"{row['mean_log_p']:.2f}", f"{row['mc_spread']:.2f}",
+             f"{row['ess_fraction']:.3f}"]
+            for row in record["results"]["rows"]
+            if with_torch or row["estimator"] != "SMC, PyTorch"]
+
+
+LOG_MARGINAL_HEADER = ["estimator", "particles", "seconds", "mean log p(J_O)", "MC spread",
+                       "ESS fraction"]
+
+
+def log_marginal_readme():
+    record = load(LOG_MARGINAL)
+    s = record["results"]["settings"]
+    return (f"**Held-out log p(J_O)** of a partially observed network ({md_provenance(record)}; "
+            f"Kajino's data-generating network, {s['num_sequences']} sequences of "
+            f"T = {s['duration']:g}, {s['repeats']} repeats; every row estimates the same "
+            "number, higher with a smaller spread is tighter):\n\n"
+            + md_table(LOG_MARGINAL_HEADER, _log_marginal_cells(record, False)))
+
+
+def log_marginal_benchmarks():
+    record = load(LOG_MARGINAL)
+    rows = record["results"]["rows"]
+
+    def pick(estimator, particles):
+        return next(r for r in rows if r["estimator"] == estimator
+                    and r["particles"] == particles)
+
+    sizes = sorted({r["particles"] for r in rows if r["estimator"] == "SMC, compiled"})
+    small, large = sizes[0], sizes[-1]
+    gap = (pick("SMC, compiled", small)["mean_log_p"]
+           - pick("importance sampling", large)["mean_log_p"])
+    moves = abs(pick("SMC, compiled", large)["mean_log_p"]
+                - pick("SMC, compiled", sizes[-2])["mean_log_p"])
+    torch_sizes = [p for p in sizes if any(r["estimator"] == "SMC, PyTorch"
+                                           and r["particles"] == p for r in rows)]
+    speed = [pick("SMC, PyTorch", p)["median_s"] / pick("SMC, compiled", p)["median_s"]
+             for p in torch_sizes]
+    spreads = " -> ".join(f"{pick('SMC, compiled', p)['mc_spread']:.2f}" for p in sizes)
+    text = (f"Sequential Monte Carlo with {small} particles is {gap:.0f} nats per sequence above "
+            f"importance sampling with {large:,} samples, whose weights degenerate (ESS fraction "
+            f"{pick('importance sampling', large)['ess_fraction']:.3f}); SMC's estimate moves "
+            f"by {moves:.2f} nats from {sizes[-2]} to {large:,} particles, while its spread "
+            f"goes {spreads} over {', '.join(f'{p:,}' for p in sizes)} particles.")
+    if speed:
+        text += (f" The compiled filter is {num(min(speed), 2)}-{num(max(speed), 2)}x faster "
+                 "than the PyTorch one at equal particles.")
+    return (rst_list_table(LOG_MARGINAL_HEADER, _log_marginal_cells(record, True)) + "\n"
+            + text + f" Run: {provenance(record)}.\n")
+
+
+# ---------------------------------------------------------------- example run times
+
+EXAMPLE_TIMES = "docs/results/examples/examples.json"
+EXAMPLES = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, "examples"))
+                  if f.endswith(".py"))
+
+
+def duration(seconds):
+    """``42 s`` below two minutes, else ``3.5 min``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _machine(record):
+    run, m = record["run"], record["run"]["machine"]
+    return f"{m['cores']} cores ({m['cpu']}), commit {run['commit']}"
+
+
+def examples_times():
+    record = load(EXAMPLE_TIMES)
+    lines = ["| example | run time at the defaults | peak memory |", "| --- | --- | --- |"]
+    for row in record["results"]["examples"]:
+        status = "" if row["returncode"] == 0 else f" (failed: exit {row['returncode']})"
+        lines.append(f"| `examples/{row['name']}.py` | {duration(row['seconds'])}{status} | "
+                     f"{row['peak_rss_mb']:,.0f} MB |")
+    run = record["run"]
+    return ("\n".join(lines) + "\n\n"
+            f"Measured by `{run['command']}` on {_machine(record)}, {run['date']}: each "
+            "example in a fresh process, one at a time, `--out` to a scratch folder.\n")
+
+
+def example_time(name):
+    """The sentence an example's docstring states its run time with."""
+    record = load(EXAMPLE_TIMES)
+    rows = [r for r in record["results"]["examples"] if r["name"] == name]
+    if not rows:
+        raise SystemExit(f"{EXAMPLE_TIMES} has no run of examples/{name}.py")
+    row = rows[0]
+    if row["returncode"] != 0:
+        raise SystemExit(f"{EXAMPLE_TIMES}: examples/{name}.py failed (exit {row['returncode']})")
+    return (f"At its defaults this example runs in {duration(row['seconds'])} "
+            f"(peak memory {row['peak_rss_mb']:,.0f} MB) on {_machine(record)}; measured by "
+            f"``python benchmarks/examples.py``.\n")
+
+
 RENDERERS = {
+    "examples-times": (examples_times, [EXAMPLE_TIMES]),
+    "svi-readme": (svi_readme, [SVI]),
+    "log-marginal-readme": (log_marginal_readme, [LOG_MARGINAL]),
+    "log-marginal-benchmarks": (log_marginal_benchmarks, [LOG_MARGINAL]),
+    "svi-benchmarks": (svi_benchmarks, [SVI]),
+    "sampling-hawkes-readme": (sampling_hawkes_readme, [SAMPLING]),
+    "sampling-hawkes-benchmarks": (sampling_hawkes_benchmarks, [SAMPLING]),
+    "sampling-spiking-readme": (sampling_spiking_readme, [SAMPLING]),
+    "sampling-spiking-benchmarks": (sampling_spiking_benchmarks, [SAMPLING]),
     "recordings-spiking": (recordings_spiking, [RECORDINGS]),
     "recordings-hawkes": (recordings_hawkes, [RECORDINGS]),
     "gradient-variance-fresh": (gradient_variance_fresh, [GV_FRESH]),
@@ -195,6 +438,12 @@ RENDERERS = {
     "gradient-variance-readme": (gradient_variance_readme, [GV_FRESH]),
     "gradient-variance-benchmarks": (gradient_variance_benchmarks, [GV_FRESH]),
 }
+
+
+RENDERERS.update({
+    f"example-time-{name}": ((lambda name=name: example_time(name)), [EXAMPLE_TIMES])
+    for name in EXAMPLES
+})
 
 
 # ---------------------------------------------------------------- regions

@@ -14,6 +14,12 @@ link of the membrane potential, :math:`\\lambda_d(t) = a\\,\\sigma(u_d(t))` with
 4. plots a raster with the fitted intensities, the QQ plot and the loss curve.
 
 Run ``python examples/quickstart.py --help`` for the options.
+
+.. results: example-time-quickstart
+
+At its defaults this example runs in 17 s (peak memory 415 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+
+.. end results
 """
 
 import argparse

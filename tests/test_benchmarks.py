@@ -23,7 +23,9 @@ def test_sampling_benchmark_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_benchmark("sampling.py", "--quick", "--repeats", "1", "--threads", "1", "--out",
                          str(out))
-    result = json.loads(out.read_text())
+    record = json.loads(out.read_text())
+    assert record["run"]["command"].startswith("python benchmarks/sampling.py --quick")
+    result = record["results"]
     assert result["machine"]["cores"] >= 1
     hawkes = [r for r in result["rows"] if r["process"] == "Hawkes"]
     spiking = [r for r in result["rows"] if r["process"] == "Spiking"]
@@ -31,7 +33,7 @@ def test_sampling_benchmark_smoke(tmp_path):
     assert [r["D"] for r in spiking] == [6, 64, 256]
     assert all(r["ours_events_per_s"] > 0 and r["events_per_seq"] > 100 for r in hawkes)
     assert all(r["log_prob_evals_per_s"] > 0 for r in spiking)
-    assert "| batch |" in result["markdown"]
+    assert "| batch |" in proc.stdout
     if result["machine"]["tick"] == "missing":
         assert "tick is missing" in proc.stdout
     else:
@@ -51,13 +53,20 @@ def test_smooth_gate_benchmark_smoke():
         assert "snntorch is missing" in proc.stdout
 
 
-def test_log_marginal_benchmark_smoke():
+def test_log_marginal_benchmark_smoke(tmp_path):
+    out = tmp_path / "lm.json"
     proc = run_benchmark("log_marginal.py", "--duration", "5", "--num-sequences", "2",
-                         "--particles", "16", "--repeats", "2", env={"OMP_NUM_THREADS": "1"},
-                         cwd=os.path.join(ROOT, "benchmarks"))
+                         "--particles", "16", "--repeats", "2", "--out", str(out),
+                         env={"OMP_NUM_THREADS": "1"}, cwd=os.path.join(ROOT, "benchmarks"))
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| SMC, PyTorch | 16 |")]
     assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0
     assert "| importance sampling | 16 |" in proc.stdout and "| pathwise |" in proc.stdout
+    # the results file holds the same rows, with where they came from
+    record = json.loads(out.read_text())
+    assert record["run"]["command"].startswith("python benchmarks/log_marginal.py")
+    smc = [r for r in record["results"]["rows"] if r["estimator"] == "SMC, PyTorch"]
+    assert len(smc) == 1 and f"{smc[0]['median_s']:.3f}" == rows[0].split("|")[3].strip()
+    assert {r["estimator"] for r in record["results"]["svi_steps"]} == {"pathwise", "reinforce"}
 
 
 def test_signature_kernel_benchmark_smoke(tmp_path):
@@ -100,3 +109,25 @@ def test_recordings_benchmark_smoke(tmp_path):
     if r["tick"] != "missing":  # both compute the same function
         assert hawkes["loss_rel_diff"] < 1e-10 and hawkes["grad_max_abs_diff"] < 1e-10
         assert hawkes["tick_first_events_per_s"] > 0 and hawkes["ratio_repeated"] > 0
+
+
+def test_svi_benchmark_smoke(tmp_path):
+    out = tmp_path / "svi.json"
+    proc = run_benchmark("svi.py", "--quick", "--repeats", "1", "--estimators",
+                         "pathwise,pathwise_cancel,reinforce", "--out", str(out),
+                         env={"OMP_NUM_THREADS": "1"})
+    record = json.loads(out.read_text())
+    rows = record["results"]["rows"]
+    assert [r["estimator"] for r in rows] == ["pathwise", "pathwise_cancel", "reinforce"]
+    assert all(r["median_wall_s"] > 0 and r["repeats"] == 1 for r in rows)
+    assert "| path-wise (relaxed, Trace_ELBO) |" in proc.stdout
+    assert record["run"]["command"].startswith("python benchmarks/svi.py --quick")
+
+
+def test_examples_benchmark_runs_one_example(tmp_path):
+    out = tmp_path / "examples.json"
+    proc = run_benchmark("examples.py", "--only", "training_time", "--out", str(out))
+    rows = json.loads(out.read_text())["results"]["examples"]
+    assert [r["name"] for r in rows] == ["training_time"]
+    assert rows[0]["returncode"] == 0 and rows[0]["seconds"] > 0 and rows[0]["peak_rss_mb"] > 0
+    assert "training_time" in proc.stdout

@@ -39,3 +39,18 @@ def test_quickstart_script_entry_point(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "time-rescaling KS test" in out.stdout
+
+
+def test_the_gallery_settings_do_what_their_comment_says(tmp_path):
+    """docs/gallery_argv.py: the quick start's gallery run fits as its comment states."""
+    import runpy
+
+    argv = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "docs",
+                                       "gallery_argv.py"))["EXAMPLE_ARGV"]["quickstart.py"]
+    qs = load()
+    result = qs.main(qs.parse_args(list(argv) + ["--out", ""]))
+    assert (result["fit"]["bias"] - qs.TRUE_BIAS).abs().max() < 0.4
+    assert (result["fit"]["weight"] - qs.TRUE_WEIGHT).abs().max() < 0.5
+    assert result["ks_pvalue"] > 0.05
+    longer = qs.main(qs.parse_args(list(argv) + ["--out", "", "--num-steps", "600"]))
+    assert torch.allclose(result["fit"]["bias"], longer["fit"]["bias"], atol=0.06)  # converged
