@@ -200,6 +200,18 @@ DEFAULT_EVENT_LIMIT = 10_000_000
 
 
 @contextlib.contextmanager
+def _pushed(stack, value, name):
+    """Push the positive integer ``value`` on ``stack`` for the context (``name`` in errors)."""
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    stack.append(value)
+    try:
+        yield value
+    finally:
+        stack.pop()
+
+
 def default_capacity(capacity):
     """
     Within this context, processes built without ``capacity`` sample exactly ``capacity`` rows
@@ -218,17 +230,9 @@ def default_capacity(capacity):
 
     :param int capacity: rows of every sample drawn in the context.
     """
-    capacity = int(capacity)
-    if capacity < 1:
-        raise ValueError(f"capacity must be a positive integer, got {capacity}")
-    _CAPACITY_STACK.append(capacity)
-    try:
-        yield capacity
-    finally:
-        _CAPACITY_STACK.pop()
+    return _pushed(_CAPACITY_STACK, capacity, "capacity")
 
 
-@contextlib.contextmanager
 def event_limit(limit):
     """
     Within this context, a process that samples without a capacity stops a realisation that
@@ -239,14 +243,7 @@ def event_limit(limit):
 
     :param int limit: the most events of one realisation.
     """
-    limit = int(limit)
-    if limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit}")
-    _LIMIT_STACK.append(limit)
-    try:
-        yield limit
-    finally:
-        _LIMIT_STACK.pop()
+    return _pushed(_LIMIT_STACK, limit, "limit")
 
 
 def current_event_limit():
