@@ -44,6 +44,7 @@ except ImportError:  # run from a checkout without PYTHONPATH
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pyro_spikes.scoring import default_count_scale, signature_kernel_gram, spike_train_paths  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 from pyro_spikes.spikes import pack_spikes  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
@@ -183,9 +184,12 @@ def main(args):
                   f"{f'{diff:.1e}' if diff is not None else '-'} |")
     if pysiglib is None:
         print("\npysiglib is missing: install it beside pyro_spikes to compare")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"rows": rows, "args": vars(args)}, f, indent=1)
+    if args.out:  # values with the command, commit and machine (docs/render_tables.py)
+        settings = {k: v for k, v in vars(args).items() if not k.startswith("child")}
+        settings["load_average"] = list(os.getloadavg())
+        write_results(args.out, {"settings": settings, "rows": rows,
+                                 "pysiglib": pysiglib.__version__ if pysiglib else None})
+        print(f"wrote {args.out}")
     return rows
 
 

@@ -46,6 +46,7 @@ except ImportError:  # run from a checkout without PYTHONPATH
 
 from pyro_spikes.distributions.kernels import compiled_loops  # noqa: E402
 from pyro_spikes.nn import SmoothGateSNN  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
 
@@ -157,9 +158,22 @@ def main(args):
                         if t_peer else "-")
             line += f" {t_pt:.3f} | {pt_ratio} |"
         print(line)
-        rows.append((batch, hidden, steps, t_ours, t_peer, ratio))
+        row = {"batch": batch, "neurons": hidden, "steps": steps, "ours_s": t_ours,
+               "snntorch_s": t_peer, "ratio": ratio}
+        if args.pytorch_step:
+            row["pytorch_step_s"] = t_pt
+            row["pytorch_step_ratio"] = (statistics.median(
+                a / b for a, b in zip(times[-1], times[1])) if t_peer else None)
+        rows.append(row)
     if snntorch is None:
         print("\nsnntorch is missing: install it beside pyro_spikes to compare")
+    if args.out:  # values with the command, commit and machine (docs/render_tables.py)
+        write_results(args.out, {
+            "settings": {"inputs": args.inputs, "outputs": args.outputs,
+                         "repeats": args.repeats, "threads": args.threads,
+                         "load_average": list(os.getloadavg())},
+            "snntorch": snntorch.__version__ if snntorch else None, "rows": rows})
+        print(f"wrote {args.out}")
     return rows
 
 
@@ -173,4 +187,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="one small size, for smoke tests")
     parser.add_argument("--pytorch-step", action="store_true",
                         help="also time our network with the PyTorch (not compiled) step")
+    parser.add_argument("--out", default=None,
+                        help="results file (JSON with the command, commit and machine)")
     main(parser.parse_args())
