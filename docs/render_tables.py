@@ -377,6 +377,105 @@ def log_marginal_benchmarks():
             + text + f" Run: {provenance(record)}.\n")
 
 
+# ---------------------------------------------------------------- signature kernel
+
+SIGNATURE = "docs/results/signature_kernel/signature_kernel.json"
+SIG_NAMES = {"ours": "ours (compiled, adjoint)", "reference": "ours (PyTorch reference)"}
+
+
+def _bytes(b, limit_gb):
+    if b is None:
+        return f"> {limit_gb:g} GB"
+    if b < 2**20:  # below the resolution of the peak above the start-up peak
+        return "< 1 MB"
+    return f"{b / 2**30:.2f} GB" if b >= 2**30 else f"{b / 2**20:.0f} MB"
+
+
+def _signature_cells(record):
+    r = record["results"]
+    limit = r["settings"]["memory_limit_gb"]
+    cells = []
+    for length in sorted({row["length"] for row in r["rows"]}):
+        for impl in ("ours", "reference", "pysiglib"):
+            got = {row["backward"]: row for row in r["rows"]
+                   if row["length"] == length and row["impl"] == impl}
+            if not got:
+                continue
+            f, b = got.get(False, {}), got.get(True, {})
+
+            def sec(row):
+                return (num(row["seconds"], 3) if "seconds" in row
+                        else "does not fit" if row else "-")
+
+            def ratio(row):
+                return num(row["ratio_over_pysiglib"], 3) if "ratio_over_pysiglib" in row else "-"
+
+            name = SIG_NAMES.get(impl, f"pysiglib {r['pysiglib']}")
+            cells.append([str(length), name, sec(f), sec(b), ratio(f), ratio(b),
+                          _bytes(b.get("peak_bytes"), limit) if b else "-"])
+    return cells
+
+
+SIG_HEADER = ["length", "implementation", "forward s", "f+b s", "fwd / pysiglib",
+              "f+b / pysiglib", "f+b peak memory"]
+
+
+def _signature_agreement(record):
+    diffs = [row["max_rel_diff_pysiglib"] for row in record["results"]["rows"]
+             if "max_rel_diff_pysiglib" in row]
+    return f"values agree with pysiglib to {max(diffs):.0e} (relative)" if diffs else ""
+
+
+def signature_kernel_readme():
+    record = load(SIGNATURE)
+    s = record["results"]["settings"]
+    return (f"**Signature kernel vs pysiglib** ({md_provenance(record)}; {s['n']} x {s['n']} "
+            f"Gram of 2-neuron spike-train paths, dyadic order {s['dyadic_order']}, float64, "
+            f"one thread, the calls alternating within each of {s['rounds']} rounds, medians; "
+            f"peak memory of forward + backward in a fresh subprocess under a memory limit of "
+            f"{s['memory_limit_gb']:g} GB; {_signature_agreement(record)}):\n\n"
+            + md_table(SIG_HEADER, _signature_cells(record)))
+
+
+def signature_kernel_benchmarks():
+    record = load(SIGNATURE)
+    return (rst_list_table(SIG_HEADER, _signature_cells(record))
+            + f"\nThe {_signature_agreement(record)}. Run: {provenance(record)}.\n")
+
+
+# ---------------------------------------------------------------- smooth gate vs snnTorch
+
+SMOOTH_GATE = "docs/results/smooth_gate/smooth_gate.json"
+SG_HEADER = ["batch", "neurons", "steps", "ours s/step", "snnTorch s/step", "ours / snnTorch",
+             "PyTorch step s/step", "PyTorch step / snnTorch"]
+
+
+def _smooth_gate_cells(record):
+    def opt(x, digits):
+        return num(x, digits) if x is not None else "-"
+
+    return [[str(r["batch"]), str(r["neurons"]), str(r["steps"]), num(r["ours_s"], 3),
+             opt(r["snntorch_s"], 3), opt(r["ratio"], 2), opt(r.get("pytorch_step_s"), 3),
+             opt(r.get("pytorch_step_ratio"), 2)] for r in record["results"]["rows"]]
+
+
+def smooth_gate_readme():
+    record = load(SMOOTH_GATE)
+    r = record["results"]
+    return ("**Smooth-gate SNN training step vs snnTorch** "
+            f"({md_provenance(record)}; LIF with the smooth gate against snnTorch "
+            f"{r['snntorch']}'s `RLeaky` with a surrogate gradient, same layer sizes, forward + "
+            f"backward over all steps, float32, the two alternating within each of "
+            f"{r['settings']['repeats']} rounds, medians; the last columns time our PyTorch "
+            "step, the GPU path):\n\n" + md_table(SG_HEADER, _smooth_gate_cells(record)))
+
+
+def smooth_gate_benchmarks():
+    record = load(SMOOTH_GATE)
+    return (rst_list_table(SG_HEADER, _smooth_gate_cells(record))
+            + f"\nRun: {provenance(record)}.\n")
+
+
 # ---------------------------------------------------------------- example run times
 
 EXAMPLE_TIMES = "docs/results/examples/examples.json"
@@ -424,6 +523,10 @@ def example_time(name):
 RENDERERS = {
     "examples-times": (examples_times, [EXAMPLE_TIMES]),
     "svi-readme": (svi_readme, [SVI]),
+    "signature-kernel-readme": (signature_kernel_readme, [SIGNATURE]),
+    "signature-kernel-benchmarks": (signature_kernel_benchmarks, [SIGNATURE]),
+    "smooth-gate-readme": (smooth_gate_readme, [SMOOTH_GATE]),
+    "smooth-gate-benchmarks": (smooth_gate_benchmarks, [SMOOTH_GATE]),
     "log-marginal-readme": (log_marginal_readme, [LOG_MARGINAL]),
     "log-marginal-benchmarks": (log_marginal_benchmarks, [LOG_MARGINAL]),
     "svi-benchmarks": (svi_benchmarks, [SVI]),

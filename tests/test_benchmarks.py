@@ -40,13 +40,18 @@ def test_sampling_benchmark_smoke(tmp_path):
         assert result["checks"] and "ratio_ours_over_tick" in hawkes[0]
 
 
-def test_smooth_gate_benchmark_smoke():
+def test_smooth_gate_benchmark_smoke(tmp_path):
     # runs with or without snntorch installed; without it only our figures are reported
-    proc = run_benchmark("smooth_gate.py", "--quick", "--repeats", "1")
+    out = tmp_path / "sg.json"
+    proc = run_benchmark("smooth_gate.py", "--quick", "--repeats", "1", "--pytorch-step",
+                         "--out", str(out))
     row = [line for line in proc.stdout.splitlines() if line.startswith("| 8 | 32 | 50 |")]
     assert len(row) == 1
     ours = float(row[0].split("|")[4])
     assert ours > 0
+    rows = json.loads(out.read_text())["results"]["rows"]
+    assert len(rows) == 1 and f"{rows[0]['ours_s']:.3f}" == f"{ours:.3f}"
+    assert rows[0]["pytorch_step_s"] > 0
     try:
         import snntorch  # noqa: F401
     except ImportError:
@@ -75,7 +80,9 @@ def test_signature_kernel_benchmark_smoke(tmp_path):
     # the benchmark is of the compiled solver: not under PYRO_SPIKES_COMPILED=0
     proc = run_benchmark("signature_kernel.py", "--quick", "--rounds", "1", "--n", "8", "--out",
                          str(out), drop=("PYRO_SPIKES_COMPILED",))
-    rows = json.loads(out.read_text())["rows"]
+    record = json.loads(out.read_text())
+    assert record["run"]["command"].startswith("python benchmarks/signature_kernel.py --quick")
+    rows = record["results"]["rows"]
     ours = [r for r in rows if r["impl"] == "ours"]
     assert len(ours) == 2 and all(r["seconds"] > 0 and r["peak_bytes"] is not None for r in ours)
     assert "| 50 | ours (compiled, adjoint) |" in proc.stdout
