@@ -202,6 +202,11 @@ def md_provenance(record):
             f"{m['cores']} cores, torch {m['torch']}, {run['threads']} torch thread(s)")
 
 
+def md_section(title, record, details, header, cells):
+    """README's form of a rendered table: the title, the run and ``details``, then the table."""
+    return f"{title} ({md_provenance(record)}; {details}):\n\n" + md_table(header, cells)
+
+
 # ---------------------------------------------------------------- sampling
 
 SAMPLING = "docs/results/sampling/sampling.json"
@@ -224,9 +229,10 @@ def _sampling_hawkes(markdown):
              f"{check['max_abs_z_tick_vs_exact']:.1f})")
     d = rows[0]["D"]
     if markdown:
-        return (f"**Hawkes sampling vs tick** ({md_provenance(record)}; {d} neurons, spectral "
-                f"radius 0.6, tick {r['machine']['tick']} in the same process as B independent "
-                f"`SimuHawkesExpKernels` simulations; {agree}):\n\n" + md_table(header, cells))
+        return md_section("**Hawkes sampling vs tick**", record,
+                          f"{d} neurons, spectral radius 0.6, tick {r['machine']['tick']} in the "
+                          "same process as B independent `SimuHawkesExpKernels` simulations; "
+                          f"{agree}", header, cells)
     return (rst_list_table(header, cells) + f"\nThe {agree}. Run: {provenance(record)}.\n")
 
 
@@ -249,10 +255,9 @@ def _sampling_spiking(markdown):
               num(row["log_prob_s"])] for row in rows]
     a = rows[0]["a"]
     if markdown:
-        return (f"**SpikingPointProcess** sampling and `log_prob` throughput "
-                f"({md_provenance(record)}; L = 2, a = {a:g}; `log_prob` under "
-                "`torch.no_grad()`, the compiled forward-only pass):\n\n"
-                + md_table(header, cells))
+        return md_section("**SpikingPointProcess** sampling and `log_prob` throughput", record,
+                          f"L = 2, a = {a:g}; `log_prob` under `torch.no_grad()`, the compiled "
+                          "forward-only pass", header, cells)
     return rst_list_table(header, cells) + f"\nRun: {provenance(record)}.\n"
 
 
@@ -303,12 +308,12 @@ def svi_readme():
     cells = [[c.replace("``", "`") for c in row] for row in cells]
     header = ["estimator", "s per gradient (compiled loops)", "s (PyTorch loops)",
               "Kajino (2021) reports"]
-    return (f"**SVI gradient on Kajino's set-up** ({md_provenance(record)}; "
-            f"{s['num_observed']} observed + {s['num_hidden']} hidden neurons, "
-            f"{s['num_sequences']} sequences, T = {s['duration']:g}, a = {s['upper_bound']:g}; "
-            f"median seconds per gradient estimate over {s['repeats']}):\n\n"
-            + md_table(header, cells) + "\n"
-            + _svi_sentence(record, med, reported).replace("``", "`") + "\n")
+    details = (f"{s['num_observed']} observed + {s['num_hidden']} hidden neurons, "
+               f"{s['num_sequences']} sequences, T = {s['duration']:g}, "
+               f"a = {s['upper_bound']:g}; median seconds per gradient estimate over "
+               f"{s['repeats']}")
+    return (md_section("**SVI gradient on Kajino's set-up**", record, details, header, cells)
+            + "\n" + _svi_sentence(record, med, reported).replace("``", "`") + "\n")
 
 
 def svi_benchmarks():
@@ -339,11 +344,11 @@ LOG_MARGINAL_HEADER = ["estimator", "particles", "seconds", "mean log p(J_O)", "
 def log_marginal_readme():
     record = load(LOG_MARGINAL)
     s = record["results"]["settings"]
-    return (f"**Held-out log p(J_O)** of a partially observed network ({md_provenance(record)}; "
-            f"Kajino's data-generating network, {s['num_sequences']} sequences of "
-            f"T = {s['duration']:g}, {s['repeats']} repeats; every row estimates the same "
-            "number, higher with a smaller spread is tighter):\n\n"
-            + md_table(LOG_MARGINAL_HEADER, _log_marginal_cells(record, False)))
+    details = (f"Kajino's data-generating network, {s['num_sequences']} sequences of "
+               f"T = {s['duration']:g}, {s['repeats']} repeats; every row estimates the same "
+               "number, higher with a smaller spread is tighter")
+    return md_section("**Held-out log p(J_O)** of a partially observed network", record,
+                      details, LOG_MARGINAL_HEADER, _log_marginal_cells(record, False))
 
 
 def log_marginal_benchmarks():
@@ -429,12 +434,13 @@ def _signature_agreement(record):
 def signature_kernel_readme():
     record = load(SIGNATURE)
     s = record["results"]["settings"]
-    return (f"**Signature kernel vs pysiglib** ({md_provenance(record)}; {s['n']} x {s['n']} "
-            f"Gram of 2-neuron spike-train paths, dyadic order {s['dyadic_order']}, float64, "
-            f"one thread, the calls alternating within each of {s['rounds']} rounds, medians; "
-            f"peak memory of forward + backward in a fresh subprocess under a memory limit of "
-            f"{s['memory_limit_gb']:g} GB; {_signature_agreement(record)}):\n\n"
-            + md_table(SIG_HEADER, _signature_cells(record)))
+    details = (f"{s['n']} x {s['n']} Gram of 2-neuron spike-train paths, dyadic order "
+               f"{s['dyadic_order']}, float64, one thread, the calls alternating within each of "
+               f"{s['rounds']} rounds, medians; peak memory of forward + backward in a fresh "
+               f"subprocess under a memory limit of {s['memory_limit_gb']:g} GB; "
+               f"{_signature_agreement(record)}")
+    return md_section("**Signature kernel vs pysiglib**", record, details, SIG_HEADER,
+                      _signature_cells(record))
 
 
 def signature_kernel_benchmarks():
@@ -462,12 +468,12 @@ def _smooth_gate_cells(record):
 def smooth_gate_readme():
     record = load(SMOOTH_GATE)
     r = record["results"]
-    return ("**Smooth-gate SNN training step vs snnTorch** "
-            f"({md_provenance(record)}; LIF with the smooth gate against snnTorch "
-            f"{r['snntorch']}'s `RLeaky` with a surrogate gradient, same layer sizes, forward + "
-            f"backward over all steps, float32, the two alternating within each of "
-            f"{r['settings']['repeats']} rounds, medians; the last columns time our PyTorch "
-            "step, the GPU path):\n\n" + md_table(SG_HEADER, _smooth_gate_cells(record)))
+    details = (f"LIF with the smooth gate against snnTorch {r['snntorch']}'s `RLeaky` with a "
+               "surrogate gradient, same layer sizes, forward + backward over all steps, "
+               f"float32, the two alternating within each of {r['settings']['repeats']} "
+               "rounds, medians; the last columns time our PyTorch step, the GPU path")
+    return md_section("**Smooth-gate SNN training step vs snnTorch**", record, details,
+                      SG_HEADER, _smooth_gate_cells(record))
 
 
 def smooth_gate_benchmarks():

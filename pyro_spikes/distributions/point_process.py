@@ -504,10 +504,9 @@ class PointProcess(NoMoments, TorchDistribution):
                 f"be this long{_prior_draw_note()}"
             )
 
-    def _check_room(self, n, like, rows=None):
-        """Raise before sampling when ``n`` realisations of ``rows`` rows (default: the
-        capacity) cannot fit in memory (e.g. a default capacity derived from a huge rate)."""
-        rows = self.capacity if rows is None else rows
+    def _check_room(self, n, like, rows):
+        """Raise before sampling when ``n`` realisations of ``rows`` rows cannot fit in memory
+        (e.g. a default capacity derived from a huge rate)."""
         check_allocation(self._arg_names.get("capacity", "capacity"),
                          float(n) * rows * self._width, like.dtype,
                          like.device, f"{n} realisations of {rows} rows")

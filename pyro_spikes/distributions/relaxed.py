@@ -8,7 +8,7 @@ from torch.distributions import constraints
 from pyro_spikes.distributions.constraints import spike_trains
 from pyro_spikes.distributions.unavailable import NoMoments
 from pyro_spikes.distributions import kernels
-from pyro_spikes.spikes import select_neurons, trim_padding, validate_events
+from pyro_spikes.spikes import pad_rows, select_neurons, trim_padding, validate_events
 
 __all__ = ["RelaxedPointProcess", "concrete_log_density"]
 
@@ -163,14 +163,14 @@ class RelaxedPointProcess(NoMoments, TorchDistribution):
                 *proc._drive_inputs(),
             )
         rows = torch.cat([stream.cand.unsqueeze(-1), marks], -1)
-        pad = rows.new_zeros(rows.shape[0], self.capacity - rows.shape[1], rows.shape[2])
-        pad[..., 0] = self.duration
-        value = torch.cat([rows, pad], 1).reshape(stream.shape + self.event_shape)
+        value = pad_rows(rows, self.capacity, self.duration).reshape(
+            stream.shape + self.event_shape)
         # The log marks, log-softmax of the logits (log pi_k + g_k) / tau with log pi_k from the
         # history of the soft marks (the loop's fixed point, so the same total derivative), for
         # log_prob: log y computed from y loses the marks below the dtype's tiny and the
         # no-spike weight 1 - sum(y) below its eps (float32: tens of nats per sequence).
-        gumbel = torch.cat([gumbel, gumbel.new_zeros(pad.shape[:2] + gumbel.shape[-1:])], 1)
+        spare = (gumbel.shape[0], self.capacity - gumbel.shape[1], gumbel.shape[-1])
+        gumbel = torch.cat([gumbel, gumbel.new_zeros(spare)], 1)
         logits = (proc.candidate_log_probs(value)
                   + gumbel.reshape(stream.shape + gumbel.shape[1:])) / self.temperature
         log_marks = torch.log_softmax(logits, -1)

@@ -3,7 +3,7 @@ Posterior (and prior) predictive spike trains: :class:`pyro.infer.Predictive` fo
 sample sites are point processes.
 """
 
-import warnings
+import math
 
 import pyro
 import pyro.poutine as poutine
@@ -122,10 +122,8 @@ def _predictive(model, posterior_samples, num_samples, return_sites=(), parallel
         else:  # not the value's: the structure run's may carry a posterior draw's plate dims
             site_shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
         shape = (num_samples,) + (1,) * extra + site_shape
-        total = 1
-        for n in shape:
-            total *= n
-        samples[name] = value.expand(shape) if value.numel() < total else value.reshape(shape)
+        samples[name] = (value.expand(shape) if value.numel() < math.prod(shape)
+                         else value.reshape(shape))
     if want_return:
         samples["_RETURN"] = trace.nodes["_RETURN"]["value"]
     return samples, trace
@@ -199,11 +197,6 @@ class Predictive(pyro.infer.Predictive):
             self.model, posterior_samples, self.num_samples, return_sites=return_sites,
             parallel=self.parallel, model_args=args, model_kwargs=kwargs)
         return samples
-
-    def get_samples(self, *args, **kwargs):
-        warnings.warn("The method `.get_samples` has been deprecated in favor of `.forward`.",
-                      DeprecationWarning)
-        return self.forward(*args, **kwargs)
 
     def get_vectorized_trace(self, *args, **kwargs):
         """One vectorised trace of the model (``parallel=True``), as in Pyro."""
