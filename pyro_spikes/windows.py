@@ -61,7 +61,7 @@ def split_windows(events, duration, starts, length, horizon=None):
             f"{tuple(events.shape) if isinstance(events, torch.Tensor) else type(events).__name__}"
         )
     duration = float(duration)
-    validate_events(events, duration, events.shape[-1] - 1, name="events")
+    validate_events(events, duration, events.shape[1] - 1, name="events")
     length = float(length)
     if not length > 0:
         raise ValueError(f"length must be positive, got {length}")
@@ -82,33 +82,31 @@ def split_windows(events, duration, starts, length, horizon=None):
         )
     if horizon is not None and not float(horizon) > 0:
         raise ValueError(f"horizon must be positive, got {horizon}")
-    spikes = (events[:, 1:] != 0).any(-1)
+    spikes = (events[:, 1:] != 0).any(dim=1)
     t = events[:, 0]
     t_spk, marks = t[spikes], events[spikes, 1:]
-    rel = t_spk.unsqueeze(0) - starts.unsqueeze(-1)  # (W, S)
-    at_end = (ends >= duration).unsqueeze(-1)
-    inside = (rel >= 0) & ((rel < length) | (at_end & (t_spk.unsqueeze(0) <= duration)))
+    rel = t_spk[None, :] - starts[:, None]  # (W, S)
+    at_end = (ends >= duration)[:, None]
+    inside = (rel >= 0) & ((rel < length) | (at_end & (t_spk[None, :] <= duration)))
     before = rel < 0
     if horizon is not None:
         before &= rel > -float(horizon)
     windows = _gather(rel, marks, inside, pad_time=length)
-    windows[..., 0].clamp_(0.0, length)  # t - t0 may round past the end
+    windows[..., 0].clamp_(max=length)  # t - t0 may round past the end
     return (windows,
             _gather(rel, marks, before, pad_time=0.0))
 
 
 def _gather(rel, marks, keep, pad_time):
     """Rows ``keep`` of every window, in time order, padded to a common capacity."""
-    w, s = keep.shape
-    count = keep.sum(-1)
-    cap = max(int(count.max()) if s else 0, 1)
-    # stable sort puts the kept columns first, still in time order
-    order = torch.sort((~keep).to(torch.int8), dim=-1, stable=True).indices[:, :cap]
-    if s < cap:
-        order = torch.zeros(w, cap, dtype=torch.long, device=rel.device)
-    valid = torch.arange(cap, device=rel.device) < count.unsqueeze(-1)
-    times = rel.gather(-1, order) if s else rel.new_zeros(w, cap)
-    times = torch.where(valid, times, torch.full_like(times, pad_time))
-    m = marks[order] if s else marks.new_zeros(w, cap, marks.shape[-1])
-    m = m * valid.unsqueeze(-1).to(m)
-    return torch.cat([times.unsqueeze(-1), m], -1)
+    count = keep.sum(dim=1)
+    cap = max(int(count.max()) if keep.numel() else 0, 1)
+    times = torch.full((keep.shape[0], cap), pad_time, dtype=rel.dtype, device=rel.device)
+    out = torch.cat([times[..., None], marks.new_zeros(keep.shape[0], cap, marks.shape[1])], 2)
+    if keep.shape[1]:
+        # a stable sort puts the kept columns first, still in time order
+        order = torch.sort(~keep, stable=True).indices[:, :cap]
+        valid = torch.arange(cap, device=rel.device)[None, :] < count[:, None]
+        out[..., 0] = torch.where(valid, rel.gather(1, order), pad_time)
+        out[..., 1:] = marks[order] * valid[..., None]
+    return out

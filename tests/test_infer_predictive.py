@@ -180,6 +180,41 @@ def test_a_guides_point_process_draws_are_padded_and_used(parallel):
     assert abs(float(slope[0, 1] / slope[0, 0]) - 1.0) < 0.35
 
 
+def test_returned_tensors_of_different_shapes_that_are_no_site_are_refused():
+    # a return value that is not a point-process site's cannot be padded: the error names it
+    def model():
+        rate = pyro.sample("rate", dist.LogNormal(0.0, 1.0).expand([1]).to_event(1))
+        spikes = pyro.sample("spikes", PoissonProcess(rate, 10.0))
+        return trim_padding(spikes, 10.0)
+
+    draws = {"rate": torch.tensor([[0.1], [5.0]])}
+    torch.manual_seed(5)
+    with pytest.raises(ValueError, match="draws of site '_RETURN' have different shapes"):
+        Predictive(model, posterior_samples=draws, return_sites=["_RETURN"])()
+
+
+def test_the_vectorized_trace_scores_each_draw_as_one_at_a_time():
+    """``get_vectorized_trace``: one trace of all draws (as in Pyro), whose point-process
+    site scores draw s under the parameters of draw s."""
+    rates = torch.tensor([[0.5, 1.0], [2.0, 1.0], [1.0, 3.0]])
+    torch.manual_seed(6)
+    predictive = Predictive(poisson_model, posterior_samples={"rate": rates[:, None]},
+                            parallel=True)
+    trace = predictive.get_vectorized_trace(2)
+    obs = trace.nodes["obs"]
+    assert obs["value"].shape[:2] == (3, 2) and obs["value"].shape[-1] == 3
+    got = obs["fn"].log_prob(obs["value"])
+    want = torch.stack([PoissonProcess(r, 20.0).log_prob(obs["value"][i])
+                        for i, r in enumerate(rates)])
+    assert torch.allclose(got, want, rtol=1e-6)
+    # with a guide, its draws are the parameters
+    pyro.clear_param_store()
+    trace = Predictive(latent_train_model, guide=latent_train_guide, num_samples=4,
+                       parallel=True).get_vectorized_trace()
+    assert trace.nodes["rate"]["value"].shape == (4, 2)  # no plate in the model
+    assert trace.nodes["hidden"]["value"].shape[0] == 4
+
+
 def test_pad_rows_inverts_trim_padding():
     torch.manual_seed(4)
     x = PoissonProcess(torch.tensor([1.0, 2.0]), 5.0).sample((3,))

@@ -153,6 +153,39 @@ def test_index_support_rejects_what_the_index_layout_forbids():
         assert not bool(support.check(torch.tensor(bad, dtype=DT))), bad
 
 
+def test_events_support_rejects_what_the_events_layout_forbids():
+    support = PoissonProcess(torch.ones(2, dtype=DT), T).support
+    assert repr(support) == f"SpikeTrains(duration={T}, num_neurons=2, relaxed=False)"
+    good = torch.tensor([[0.0, 1, 0], [1.0, 0, 1], [1.0, 1, 0], [T, 0, 1], [T, 0, 0]], dtype=DT)
+    assert bool(support.check(good)) and bool(support.check(good[:1]))
+    nan = float("nan")
+    for bad in ([[1.0, 1, 0], [0.5, 0, 1], [T, 0, 0]],  # unsorted
+                [[-0.1, 1, 0], [T, 0, 0]],  # before 0
+                [[0.5, 1, 0], [T + 0.1, 0, 0]],  # after T
+                [[nan, 1, 0], [T, 0, 0]],  # not finite
+                [[0.5, 1, nan], [T, 0, 0]],
+                [[0.5, 1, 1], [T, 0, 0]],  # two marks
+                [[0.5, 2, 0], [T, 0, 0]],  # not one-hot
+                [[0.5, 0.5, 0], [T, 0, 0]]):
+        assert not bool(support.check(torch.tensor(bad, dtype=DT))), bad
+    # a batch is checked row by row of its sequences
+    assert support.check(torch.stack([good[:2], good[[1, 0]]])).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_relaxed_support_is_the_sub_simplex(dtype, tol):
+    exact = PoissonProcess(torch.ones(2, dtype=dtype), T, upper_bound=4.0)
+    support = RelaxedPointProcess(exact, temperature=0.5).support
+    assert repr(support) == f"SpikeTrains(duration={T}, num_neurons=2, relaxed=True)"
+
+    def ok(*marks):
+        return bool(support.check(torch.tensor([[0.5, *marks], [T, 0, 0]], dtype=dtype)))
+
+    assert ok(0.3, 0.7) and ok(0.0, 0.0) and ok(0.25, 0.5) and ok(0.5, 0.5 + tol / 4)
+    assert not ok(0.5, 0.5 + 4 * tol) and not ok(-0.01, 0.5) and not ok(0.5, -0.01)
+    assert not ok(1.5, 0.0)
+
+
 def test_trim_padding_in_the_index_layout():
     rows = torch.tensor([[[0.5, 1.0], [T, -1.0], [T, -1.0]],
                          [[0.2, 0.0], [T, 1.0], [T, -1.0]]], dtype=DT)

@@ -8,7 +8,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_spikes.distributions import RelaxedPointProcess, SpikingPointProcess
-from pyro_spikes.models import SNN
+from pyro_spikes.models import SNN, temperature_schedule
 from pyro_spikes.models.paper import kajino_ground_truth
 from pyro_spikes.models.training import ESTIMATORS, elbo_gradients, train
 
@@ -286,3 +286,17 @@ def test_simulate_and_log_marginal_read_the_param_store(tmp_path):
     torch.manual_seed(0)
     again, _ = other.simulate(2)
     assert torch.equal(again, obs)
+
+
+def test_temperature_schedule_is_geometric_from_start_to_end():
+    assert temperature_schedule(0, 5, 2.0, 0.5) == 2.0
+    assert temperature_schedule(4, 5, 2.0, 0.5) == pytest.approx(0.5, rel=1e-15)
+    assert temperature_schedule(2, 5, 2.0, 0.5) == pytest.approx(1.0, rel=1e-15)  # geometric mean
+    assert temperature_schedule(1, 5, 2.0, 0.5) == pytest.approx(2.0 * 0.25 ** 0.25, rel=1e-15)
+    assert temperature_schedule(0, 2, 2.0, 0.5) == 2.0  # two steps: start, then end
+    assert temperature_schedule(1, 2, 2.0, 0.5) == pytest.approx(0.5, rel=1e-15)
+    # held at the ends outside [0, S - 1]; one step is the end
+    assert temperature_schedule(-3, 5, 2.0, 0.5) == 2.0
+    assert temperature_schedule(9, 5, 2.0, 0.5) == pytest.approx(0.5, rel=1e-15)
+    assert temperature_schedule(0, 1, 2.0, 0.5) == 0.5
+    assert temperature_schedule(0, 3) == 1.0 and temperature_schedule(2, 3) == pytest.approx(0.3)

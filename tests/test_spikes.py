@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pyro_spikes import pack_spikes, unpack_spikes, validate_events
-from pyro_spikes.spikes import num_spikes
+from pyro_spikes.spikes import num_spikes, spike_mask
 
 
 def test_pack_unpack_round_trip_single():
@@ -91,3 +91,10 @@ def test_select_neurons_and_trim_padding():
     assert trimmed.shape == (2, 1, 3) and torch.equal(trimmed, sub[:, :1])
     empty = pack_spikes([[], []], duration=1.0, capacity=3)
     assert trim_padding(empty, 1.0).shape == (1, 3)  # at least one row is kept
+
+
+def test_spike_mask_is_true_on_rows_with_a_nonzero_mark():
+    events = torch.tensor([[[0.5, 1, 0], [0.7, 0, 0.3], [1.0, 0, 0]],
+                           [[0.2, 0, -0.0], [0.4, 0, 1], [1.0, 0, 0]]])
+    assert spike_mask(events).tolist() == [[True, True, False], [False, True, False]]
+    assert spike_mask(events[0, :, :2]).tolist() == [True, False, False]  # one neuron

@@ -106,7 +106,7 @@ def test_window_contents_and_errors():
         split_windows(events, 2.0, [0.0], 0.0)
     with pytest.raises(ValueError, match="events must be one recording"):
         split_windows(events[None], 2.0, [0.0], 1.0)
-    with pytest.raises(ValueError, match="sorted"):
+    with pytest.raises(ValueError, match="^events spike times must be sorted"):
         split_windows(events.flip(0), 2.0, [0.0], 1.0)
 
 
@@ -128,3 +128,44 @@ def test_sampling_with_history_counts_match_compensator():
     torch.manual_seed(0)
     assert float(counts[:, 0].mean()) > 1.3 * float((fresh.sample((400,))[..., 1] == 1)
                                                     .sum(-1).to(DT).mean())
+
+
+def test_window_edges_exactly():
+    # a spike exactly at a start is in that window (time 0), not in its history; a history
+    # spike exactly `horizon` before the start is dropped, one just inside kept
+    events = torch.tensor([[1.0, 1, 0], [2.0, 0, 1], [2.5, 1, 0], [4.0, 0, 0]], dtype=DT)
+    windows, history = split_windows(events, 4.0, [2.0, 3.0], 0.5, horizon=1.0)
+    assert windows[0].tolist() == [[0.0, 0, 1]]  # mark 1 survives a length < 1
+    assert windows[1].tolist() == [[0.5, 0, 0]]  # no spike: padding
+    assert history[0].tolist() == [[0.0, 0, 0]]  # 1.0 is exactly 1.0 before 2.0
+    assert history[1].tolist() == [[-0.5, 1, 0]]  # 2.0 is exactly 1.0 before 3.0
+    _, history = split_windows(events, 4.0, [2.0], 0.5, horizon=1.5)
+    assert history[0].tolist() == [[-1.0, 1, 0]]
+    _, history = split_windows(events, 4.0, [2.0], 0.5, horizon=0.25)  # a horizon below 1
+    assert history[0].tolist() == [[0.0, 0, 0]]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="horizon"):
+            split_windows(events, 4.0, [2.0], 0.5, horizon=bad)
+
+
+def test_windows_of_a_recording_without_spikes():
+    events = torch.tensor([[3.0, 0, 0, 0]], dtype=DT)
+    windows, history = split_windows(events, 3.0, [0.0, 1.5], 0.7)
+    assert windows.shape == history.shape == (2, 1, 4)
+    assert windows[..., 0].tolist() == [[0.7], [0.7]] and windows[..., 1:].abs().sum() == 0
+    assert history.abs().sum() == 0 and history.dtype == DT
+
+
+def test_window_starts_in_the_recordings_dtype():
+    # starts given as Python numbers are taken in float64 with the events (0.1 is not a
+    # float32 number), and the last window may end exactly at T although T - t0 rounds past
+    # the length: its spike at T is kept at time `length` exactly
+    T = 8.99
+    events = torch.tensor([[0.7, 1, 0], [T, 0, 1]], dtype=DT)
+    assert T - 6.59 > 2.4 and 6.59 + 2.4 <= T
+    windows, _ = split_windows(events, T, [0.1, 6.59], 2.4)
+    assert windows[0, 0, 0].item() == 0.7 - 0.1
+    assert windows[1, 0].tolist() == [2.4, 0, 1]
+    for bad in ([], [[0.0]]):
+        with pytest.raises(ValueError, match="starts must be a non-empty 1-D"):
+            split_windows(events, T, bad, 1.0)
