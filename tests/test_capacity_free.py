@@ -230,3 +230,27 @@ def test_pyro_predictive_prior_draw_error_says_it_came_from_the_prior():
     draws = {"adjacency": torch.full((2, 1, 1), 0.1)}
     with event_limit(1000), pytest.raises(ValueError, match="event limit 1000.*from the prior"):
         Predictive(model, posterior_samples=draws)()
+
+
+def test_a_fixed_capacity_bounds_the_spikes_not_the_thinning_candidates(loop_backend):
+    """
+    Exact thinning draws many more candidates than it keeps: a capacity that holds the spikes
+    but not the candidates is enough for ``sample`` (it used to raise, calling the candidates
+    "events"); a relaxed sample keeps every candidate, so there the capacity must hold them.
+    """
+    from pyro_spikes.distributions import RelaxedPointProcess
+
+    torch.manual_seed(0)
+    # sigmoid(-4) = 0.018 of a = 5 Hz for 2 neurons over 10 s: ~100 candidates, ~1.8 spikes
+    p = SpikingPointProcess(torch.full((2,), -4.0), torch.zeros(1, 2, 2), torch.ones(1), 10.0,
+                            upper_bound=5.0, capacity=20)
+    x = p.sample((50,))
+    assert x.shape == (50, 20, 3)
+    validate_events(x, 10.0, 2)
+    assert float(num_spikes(x).sum(-1).mean()) == pytest.approx(100 * 0.018, abs=0.6)
+    with pytest.raises(ValueError, match="capacity=20 exceeded: a relaxed realisation has"):
+        RelaxedPointProcess(p, 0.5).rsample()
+    q = PoissonProcess(torch.tensor([0.05, 0.05]), 10.0, capacity=20, upper_bound=10.0)
+    assert q.sample((50,)).shape == (50, 20, 3)
+    with pytest.raises(ValueError, match="capacity=20 exceeded: a relaxed realisation has"):
+        RelaxedPointProcess(q, 0.5).rsample()

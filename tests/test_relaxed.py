@@ -193,6 +193,33 @@ def test_relaxed_poisson_process():
     assert torch.allclose(rate_p.grad, torch.full((2,), 5.0, dtype=DT), rtol=0.15)
 
 
+def test_relaxed_poisson_candidates_broadcast_and_named_errors():
+    from pyro_spikes.distributions import PoissonProcess
+
+    rate = torch.tensor([[1.0, 2.0, 0.5], [0.5, 0.5, 0.5]], dtype=DT)  # batch (2,), D = 3
+    want = torch.cat([torch.log(rate / 8.0), torch.log1p(-rate.sum(-1, keepdim=True) / 8.0)], -1)
+    proc = PoissonProcess(rate, 5.0, upper_bound=8.0)
+    # the thinning log probabilities of each row: broadcast batch of value and process
+    got = proc.candidate_log_probs(torch.zeros(4, 1, 6, 4, dtype=DT))
+    assert got.shape == (4, 2, 6, 4)
+    assert torch.equal(got, want[:, None, :].expand(4, 2, 6, 4))
+    one = PoissonProcess(rate[0], 5.0, upper_bound=8.0).candidate_log_probs(
+        torch.zeros(3, 6, 4, dtype=DT))
+    assert one.shape == (3, 6, 4) and torch.equal(one, want[0].expand(3, 6, 4))
+    # invalid parameters are named when sampling, also without validation
+    bad_rate = PoissonProcess(torch.tensor([-1.0, 1.0]), 5.0, upper_bound=5.0,
+                              validate_args=False)
+    with pytest.raises(ValueError, match="^rate must be nonnegative and finite"):
+        RelaxedPointProcess(bad_rate, 0.5).rsample()
+    for bound in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="^upper_bound must be finite"):
+            PoissonProcess(torch.ones(2), 5.0, upper_bound=bound)
+    # an allocation that cannot succeed names the argument that sets the candidate count
+    huge = PoissonProcess(torch.tensor([1.0]), 1e12, upper_bound=1e3, capacity=10)
+    with pytest.raises(ValueError, match="^upper_bound: the .* event times per sequence"):
+        RelaxedPointProcess(huge, 0.5).rsample()
+
+
 def test_rsample_gradient_batched_weights(loop_backend):
     # parameters with a batch dimension take the batched-matrix branch of both loops
     bias, weight, tau = params(3, 2, seed=7)

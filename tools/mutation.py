@@ -26,10 +26,10 @@ What is mutated, and what is not:
 
 * the core: ``pyro_spikes/distributions``, ``models``, ``infer``, ``spikes.py``,
   ``scoring.py`` and ``windows.py``;
-* not the text of error messages (the expression after ``raise ValueError(`` or
-  ``raise TypeError(``): the guarantee is that a message names its argument, which the fuzz
-  suite checks (``tests/test_fuzz.py``); rewording a message is not a bug. The condition that
-  raises *is* mutated;
+* not the text of error messages and warnings (the expression after ``raise ValueError(``,
+  ``raise TypeError(`` or ``warnings.warn(``): the guarantee is that a message names its
+  argument, which the fuzz suite checks (``tests/test_fuzz.py``); rewording a message is not a
+  bug. The condition that raises or warns *is* mutated;
 * not lines marked ``# pragma: no mutate`` (each with the reason the change cannot be
   observed, e.g. a safety margin of a capacity heuristic).
 
@@ -74,7 +74,7 @@ EXCLUDED_TESTS = [
 ]
 
 # expressions starting on these lines are not mutated (see the module docstring)
-DO_NOT_MUTATE = [r"raise (ValueError|TypeError|NotImplementedError)\("]
+DO_NOT_MUTATE = [r"raise (ValueError|TypeError|NotImplementedError)\(", r"warnings\.warn\("]
 
 DEFAULT_OUT = os.path.join(ROOT, "docs", "results", "mutation", "mutation.json")
 
@@ -181,7 +181,9 @@ def survivors(workdir, modules):
 
 def run_mutmut(workdir, max_children, time_limit, names=()):
     """``mutmut run`` in ``workdir`` (only ``names`` when given, even if they have a verdict)."""
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH="")
+    # one thread per worker: mutmut runs --max-children workers side by side
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH="", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
     env.pop("PYRO_SPIKES_COMPILED", None)
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     log = open(os.path.join(workdir, "mutmut.log"), "a")

@@ -159,8 +159,8 @@ class Stream:
     rows and the context's share of the potentials.
     """
 
-    def __init__(self, shape, cand, valid, times, is_cand):
-        self.shape, self.cand, self.valid = shape, cand, valid
+    def __init__(self, shape, cand, times, is_cand):
+        self.shape, self.cand = shape, cand
         self.times, self.is_cand = times, is_cand
         self.merged_times = self.perm = self.from_cand = self.base = None
 

@@ -65,16 +65,17 @@ class PoissonProcess(PointProcess):
         self.upper_bound = None
         if upper_bound is not None:
             self.upper_bound = as_param(upper_bound, rate).detach()
+            if not bool(torch.isfinite(self.upper_bound).all()):
+                raise ValueError(f"upper_bound must be finite, got {upper_bound}")
             if bool((self.upper_bound < rate.detach().sum(-1)).any()):
                 raise ValueError("upper_bound must be at least the total rate rate.sum(-1)")
         super().__init__(rate.shape[:-1], rate.shape[-1], duration, capacity, validate_args,
                          layout)
 
     def _default_capacity(self):
-        rate = self.rate.detach()
-        if not bool(((rate >= 0) & torch.isfinite(rate)).all()):
-            raise ValueError("rate must be nonnegative and finite")
-        total = rate.sum(-1) if self.upper_bound is None else self.upper_bound
+        # (upper_bound, when given, is finite and at least the total rate: checked at __init__)
+        check_sampling_params(rate=(self.rate, "nonnegative"))
+        total = self.rate.detach().sum(-1) if self.upper_bound is None else self.upper_bound
         return _poisson_capacity(reduce_or(total, "max", 0.0) * self.duration)
 
     def _params_like(self):
@@ -154,18 +155,16 @@ class PoissonProcess(PointProcess):
         shape = self._sample_batch(sample_shape)
         n = shape.numel()
         bound = self.thinning_bound().expand(shape).reshape(n)
-        check_sampling_params(rate=(self.rate, "nonnegative"), upper_bound=(bound, "nonnegative"))
-        counts = torch.poisson(bound * self.duration)
-        if self._fixed_capacity() is not None:  # else RelaxedPointProcess checks its rows
-            self._check_capacity(counts)
+        check_sampling_params(rate=(self.rate, "nonnegative"))  # upper_bound: at __init__
+        counts = torch.poisson(bound * self.duration)  # RelaxedPointProcess checks its rows
         k = max(int(counts.max()) if counts.numel() else 0, 1)
         cand, valid = uniform_order_statistics(counts, k, self.duration, self.rate.detach(),
                                                "upper_bound")
-        return Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
+        return Stream(shape=shape, cand=cand, times=cand, is_cand=valid)
 
     def _relaxed_marks(self, stream, gumbel, temperature):
         """Concrete marks of independent candidates: no history, so no loop."""
         log_probs = self._mark_log_probs().expand(stream.shape + (self.num_neurons + 1,))
         z = (log_probs.reshape(-1, 1, self.num_neurons + 1) + gumbel) / temperature
         y = torch.exp(z - torch.logsumexp(z, -1, keepdim=True))
-        return y[..., :-1] * stream.is_cand.unsqueeze(-1).to(y)
+        return y[..., :-1] * stream.is_cand[..., None]

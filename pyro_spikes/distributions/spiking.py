@@ -652,9 +652,9 @@ class SpikingPointProcess(PointProcess):
         check_sampling_params(upper_bound=(self.upper_bound, "positive"),
                               time_constants=(self.time_constants, "positive"),
                               bias=(self.bias, "finite"), weight=(self.weight, "finite"))
+        # no capacity check here: a capacity bounds the accepted spikes (checked by
+        # _compact), or a relaxed sample's candidates (checked by RelaxedPointProcess)
         counts = torch.poisson(bound * self.duration)
-        if self._fixed_capacity() is not None:  # candidates bound the spikes: fail early
-            self._check_capacity(counts)
         k = max(int(counts.max()) if counts.numel() else 0, 1)
         return uniform_order_statistics(counts, k, self.duration, like, name="upper_bound")
 
@@ -671,7 +671,7 @@ class SpikingPointProcess(PointProcess):
         like = self.bias.detach()
         bound = (self.upper_bound.detach().expand(shape).reshape(n)) * self.num_neurons
         cand, valid = self._candidates(n, bound, like)
-        stream = Stream(shape=shape, cand=cand, valid=valid, times=cand, is_cand=valid)
+        stream = Stream(shape=shape, cand=cand, times=cand, is_cand=valid)
         if self.context is not None:
             ctx_times = self._flat_context(shape, self.context.detach())[..., 0]
             stream.merged_times, stream.perm = torch.sort(
