@@ -138,6 +138,9 @@ def test_index_layout_is_exact_only_and_survives_expand():
         RelaxedPointProcess(proc, 0.5)
     wide = proc.expand((5,))
     assert wide.layout == "index" and wide.event_shape[-1] == 2 and "layout='index'" in repr(wide)
+    dense = PoissonProcess(torch.ones(5, 2), T)
+    assert repr(dense) == (f"PoissonProcess(num_neurons=2, duration={T}, capacity=None, "
+                           "batch_shape=(5,))")  # the dense layout is the default: not shown
     assert PoissonProcess(torch.ones(5, 2), T, layout="index").expand((3, 5)).layout == "index"
 
 

@@ -362,6 +362,29 @@ def test_raised_cosine_filter_matches_direct_convolution():
         assert torch.allclose(got[k, :, 0], want, atol=1e-10)
 
 
+@pytest.mark.parametrize("which", ["filtered", "raised_cosine"])
+def test_shifted_stimulus_is_the_stimulus_on_a_later_clock(which):
+    """``shifted(t0)``: the drive at time t is the original's at t0 + t (per window start when
+    t0 is a batch), with the same tensors; and the repr says what it holds."""
+    stim = (_problem() if which == "filtered" else _raised_cosine_problem())[3]
+    t = torch.tensor([0.0, 0.3, 0.8, 1.7], dtype=DT)
+    starts = torch.tensor([0.25, 1.0], dtype=DT)
+    shifted = stim.shifted(starts)
+    assert type(shifted) is type(stim)
+    assert all(a is b for a, b in zip(shifted.tensors(), stim.tensors()))
+    got = shifted.drive(t)  # (2, n, D)
+    for i, t0 in enumerate(starts):
+        assert torch.allclose(got[i], stim.drive(t + t0), atol=1e-12)
+    assert shifted.batch_shape == (2,) and stim.batch_shape == ()
+    head = "FilteredStimulus" if which == "filtered" else "RaisedCosineStimulus"
+    samples = stim.times.shape[0]
+    assert repr(shifted).startswith(f"{head}(samples={samples}, channels={stim.num_channels}, "
+                                    f"kernels={stim.num_kernels}, ")
+    assert repr(shifted).endswith("batch_shape=(2,))")
+    if which == "raised_cosine":
+        assert f"width={stim.width}, " in repr(stim)
+
+
 def test_raised_cosine_log_prob_matches_direct_quadrature():
     bias, weight, tau, stim, events, hist = _raised_cosine_problem()
     p = SpikingPointProcess(bias, weight, tau, 3.5, upper_bound=4.0, stimulus=stim,

@@ -124,7 +124,10 @@ def test_shapes_expand_and_events_layout():
     assert x.shape == (5, 4, 3, 4, 3) and x.dtype == torch.float32
     validate_events(x, 2.0, 2)
     e = d.expand((6, 4, 3))
-    assert e.batch_shape == (6, 4, 3)
+    assert e.batch_shape == (6, 4, 3) and e.event_shape == d.event_shape
+    for v in (False, True):  # expand keeps validate_args
+        assert StochasticLIF(c, weight=w, duration=2.0, num_spikes=2, dt=0.02,
+                             validate_args=v).expand((2, 4, 3))._validate_args is v
     y = e.rsample()
     assert y.shape == (6, 4, 3, 4, 3)
     validate_events(y, 2.0, 2)

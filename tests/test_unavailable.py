@@ -48,3 +48,20 @@ def test_stochastic_lif_entropy_points_to_scoring_rules():
     with pytest.raises(NotImplementedError, match=r"StochasticLIF.mean: .*rsample\(\(n,\)\)"):
         d.mean
     assert d.rsample().shape == d.event_shape
+
+
+def test_a_class_overrides_any_hint():
+    from pyro_spikes.distributions.unavailable import NoMoments
+
+    names = ["mean", "mode", "variance", "stddev", "entropy", "cdf", "icdf", "enumerate_support"]
+
+    class Custom(NoMoments):
+        _unavailable_hints = {name: (f"no {name} here", f"try {name}-thing") for name in names}
+
+    c = Custom()
+    calls = {"entropy": c.entropy, "cdf": lambda: c.cdf(0.0), "icdf": lambda: c.icdf(0.5),
+             "enumerate_support": c.enumerate_support}
+    for name in names:
+        with pytest.raises(NotImplementedError,
+                           match=rf"^Custom\.{name}: no {name} here; try {name}-thing$"):
+            calls.get(name, lambda: getattr(c, name))()

@@ -83,5 +83,5 @@ class NoMoments:
     def icdf(self, value):
         raise _unavailable(self, "icdf", self._unavailable_hints)
 
-    def enumerate_support(self, expand=True):
+    def enumerate_support(self, expand=True):  # pragma: no mutate (torch's signature)
         raise _unavailable(self, "enumerate_support", self._unavailable_hints)
