@@ -45,6 +45,7 @@ def test_verdicts_are_counted_per_module(tmp_path):
     assert (e["mutants"], e["checked"], e["not_checked"]) == (10, 9, 1)
     assert (e["killed"], e["timeout"], e["survived"], e["no_tests"], e["suspicious"]) == \
         (5, 1, 1, 1, 1)
+    assert e["device_only"] == 0
     assert e["score"] == pytest.approx(6 / 9)
     assert sorted(s["status"] for s in e["survivors"]) == ["no tests", "survived"]
 
@@ -52,3 +53,18 @@ def test_verdicts_are_counted_per_module(tmp_path):
 def test_modules_that_match_nothing_are_refused():
     with pytest.raises(SystemExit):
         mt.main(["--modules", "pyro_spikes/nowhere.py", "--report-only"])
+
+
+def test_a_dropped_device_argument_is_told_apart():
+    def diff(old, new):
+        return ["-    " + old, "+    " + new]
+
+    line = "valid = torch.arange(cap, device=rel.device) < count[:, None]"
+    assert mt.device_only(diff(line, line.replace("device=rel.device", "device=None")))
+    assert mt.device_only(diff(line, line.replace("device=rel.device", "")))
+    assert mt.device_only(diff("x = torch.zeros(w, dtype=torch.long, device=f(a))",
+                               "x = torch.zeros(w, dtype=torch.long, )"))
+    assert not mt.device_only(diff(line, line.replace("< count", "<= count")))
+    assert not mt.device_only(diff("x = torch.zeros(w, dtype=torch.long, device=d)",
+                                   "x = torch.zeros(w, dtype=None, device=d)"))
+    assert not mt.device_only(diff(line, line) + diff(line, line))  # two lines changed
