@@ -61,7 +61,7 @@ def split_windows(events, duration, starts, length, horizon=None):
             f"{tuple(events.shape) if isinstance(events, torch.Tensor) else type(events).__name__}"
         )
     duration = float(duration)
-    validate_events(events, duration, events.shape[1] - 1, name="events")
+    validate_events(events, duration, events.shape[1] - 1)  # errors name "events"
     length = float(length)
     if not length > 0:
         raise ValueError(f"length must be positive, got {length}")
@@ -100,7 +100,7 @@ def split_windows(events, duration, starts, length, horizon=None):
 def _gather(rel, marks, keep, pad_time):
     """Rows ``keep`` of every window, in time order, padded to a common capacity."""
     count = keep.sum(dim=1)
-    cap = max(int(count.max()) if keep.numel() else 0, 1)
+    cap = max(int(count.max()), 1)  # count has one entry per window: at least one
     times = torch.full((keep.shape[0], cap), pad_time, dtype=rel.dtype, device=rel.device)
     out = torch.cat([times[..., None], marks.new_zeros(keep.shape[0], cap, marks.shape[1])], 2)
     if keep.shape[1]:

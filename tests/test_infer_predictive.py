@@ -215,6 +215,40 @@ def test_the_vectorized_trace_scores_each_draw_as_one_at_a_time():
     assert trace.nodes["hidden"]["value"].shape[0] == 4
 
 
+def test_stack_pads_rows_in_the_sites_layout_and_nothing_else():
+    from pyro_spikes.infer.predictive import _stack
+
+    index = PoissonProcess(torch.ones(2), 4.0, layout="index")
+    a = torch.tensor([[0.5, 1.0], [4.0, -1.0]])
+    b = torch.tensor([[0.5, 1.0], [1.0, 0.0], [2.0, 1.0]])
+    got = _stack([a, b], index, "x")
+    assert got.tolist() == [[[0.5, 1.0], [4.0, -1.0], [4.0, -1.0]], b.tolist()]
+    dense = PoissonProcess(torch.ones(2), 4.0)
+    got = _stack([torch.tensor([[0.5, 1, 0]]), torch.zeros(2, 3)], dense, "x")
+    assert got[0, 1].tolist() == [4.0, 0, 0]
+    # draws that differ in more than their rows (a batch, the width) are not padded
+    for other in (torch.zeros(2, 2, 2), torch.zeros(3, 3)):
+        with pytest.raises(ValueError, match="draws of site 'x' have different shapes"):
+            _stack([a, b, other], index, "x")
+
+
+def test_the_vectorized_trace_passes_the_arguments_to_the_guide():
+    def model(duration, capacity=None):
+        rate = pyro.sample("rate", dist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
+        return pyro.sample("obs", PoissonProcess(rate, duration, capacity=capacity))
+
+    def guide(duration, capacity=None):  # needs the model's arguments
+        assert duration == 5.0 and capacity == 40
+        loc = pyro.param("loc2", torch.tensor([0.0, 1.0]))
+        pyro.sample("rate", dist.LogNormal(loc, 0.1).to_event(1))
+
+    pyro.clear_param_store()
+    trace = Predictive(model, guide=guide, num_samples=3,
+                       parallel=True).get_vectorized_trace(5.0, capacity=40)
+    assert trace.nodes["obs"]["value"].shape == (3, 40, 3)
+    assert trace.nodes["rate"]["value"].shape == (3, 2)
+
+
 def test_pad_rows_inverts_trim_padding():
     torch.manual_seed(4)
     x = PoissonProcess(torch.tensor([1.0, 2.0]), 5.0).sample((3,))

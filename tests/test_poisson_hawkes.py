@@ -278,3 +278,27 @@ def test_bad_duration_is_named(duration):
     ]:
         with pytest.raises(ValueError, match="duration"):
             make()
+
+
+def test_poisson_edge_cases_of_log_prob_relaxed_sampling_and_expand():
+    from pyro_spikes.distributions import RelaxedPointProcess
+
+    # a neuron of rate zero that never fires: 0 log 0 counts as 0, so the density is finite
+    rate = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    events = torch.tensor([[0.5, 0, 1], [1.5, 0, 1], [3.0, 0, 0]], dtype=torch.float64)
+    got = PoissonProcess(rate, 3.0).log_prob(events)
+    assert got.item() == pytest.approx(2 * math.log(2.0) - 3.0 * 2.0, rel=1e-15)
+    # relaxed draws: an empty batch, and a bound so low that one row holds every candidate
+    proc = PoissonProcess(torch.tensor([1e-9, 1e-9]), 3.0, upper_bound=1e-6, capacity=1)
+    assert RelaxedPointProcess(proc, 0.5).rsample((0,)).shape == (0, 1, 3)
+    assert RelaxedPointProcess(proc, 0.5).rsample((5,)).shape == (5, 1, 3)
+
+    # expand keeps validate_args, and a subclass that follows torch's expand pattern keeps its
+    # type through PoissonProcess.expand
+    class Sub(PoissonProcess):
+        def expand(self, batch_shape, _instance=None):
+            return super().expand(batch_shape, self._get_checked_instance(Sub, _instance))
+
+    for v in (False, True):
+        e = Sub(torch.ones(2), 3.0, validate_args=v).expand((4,))
+        assert type(e) is Sub and e.batch_shape == (4,) and e._validate_args is v

@@ -146,8 +146,11 @@ def test_index_layout_is_exact_only_and_survives_expand():
 
 def test_index_support_rejects_what_the_index_layout_forbids():
     support = PoissonProcess(torch.ones(3, dtype=DT), T, layout="index").support
-    good = torch.tensor([[0.5, 0.0], [1.0, 2.0], [T, -1.0]], dtype=DT)
+    good = torch.tensor([[0.0, 0.0], [1.0, 2.0], [T, -1.0]], dtype=DT)  # a spike at 0
     assert bool(support.check(good))
+    bad = good.clone()
+    bad[1, 1] = -2.0
+    assert support.check(torch.stack([good, bad])).tolist() == [True, False]
     for bad in ([[1.0, 0.0], [0.5, 2.0], [T, -1.0]],  # unsorted
                 [[0.5, 0.0], [1.0, 3.0], [T, -1.0]],  # index out of range
                 [[0.5, 0.0], [1.0, 1.5], [T, -1.0]],  # not an integer
@@ -163,6 +166,7 @@ def test_events_support_rejects_what_the_events_layout_forbids():
     assert bool(support.check(good)) and bool(support.check(good[:1]))
     nan = float("nan")
     for bad in ([[1.0, 1, 0], [0.5, 0, 1], [T, 0, 0]],  # unsorted
+                [[0.5, 1, 0], [2.0, 0, 1], [1.0, 0, 1], [T, 0, 0]],  # unsorted after the first
                 [[-0.1, 1, 0], [T, 0, 0]],  # before 0
                 [[0.5, 1, 0], [T + 0.1, 0, 0]],  # after T
                 [[nan, 1, 0], [T, 0, 0]],  # not finite
@@ -171,8 +175,12 @@ def test_events_support_rejects_what_the_events_layout_forbids():
                 [[0.5, 2, 0], [T, 0, 0]],  # not one-hot
                 [[0.5, 0.5, 0], [T, 0, 0]]):
         assert not bool(support.check(torch.tensor(bad, dtype=DT))), bad
-    # a batch is checked row by row of its sequences
-    assert support.check(torch.stack([good[:2], good[[1, 0]]])).tolist() == [True, False]
+    # a batch is checked sequence by sequence: one bad row fails its sequence only
+    batch = torch.stack([good[:3]] * 4)
+    batch[1, 1, 0] = float("nan")
+    batch[2, 2, 1:] = torch.tensor([1.0, 1.0], dtype=DT)
+    batch[3, :2] = batch[3, [1, 0]]
+    assert support.check(batch).tolist() == [True, False, False, False]
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
@@ -181,12 +189,16 @@ def test_relaxed_support_is_the_sub_simplex(dtype, tol):
     support = RelaxedPointProcess(exact, temperature=0.5).support
     assert repr(support) == f"SpikeTrains(duration={T}, num_neurons=2, relaxed=True)"
 
-    def ok(*marks):
-        return bool(support.check(torch.tensor([[0.5, *marks], [T, 0, 0]], dtype=dtype)))
+    def ok(*marks, time=0.5):  # three rows: not as many as neurons
+        rows = [[0.25, 0.5, 0.5], [time, *marks], [T, 0, 0]]
+        return bool(support.check(torch.tensor(rows, dtype=dtype)))
 
     assert ok(0.3, 0.7) and ok(0.0, 0.0) and ok(0.25, 0.5) and ok(0.5, 0.5 + tol / 4)
     assert not ok(0.5, 0.5 + 4 * tol) and not ok(-0.01, 0.5) and not ok(0.5, -0.01)
-    assert not ok(1.5, 0.0)
+    assert not ok(1.5, 0.0) and not ok(0.3, 0.3, time=-0.5) and not ok(0.3, 0.3, time=0.1)
+    batch = torch.tensor([[[0.5, 0.3, 0.3], [T, 0, 0]], [[0.5, -0.1, 0.3], [T, 0, 0]],
+                          [[0.5, 0.6, 0.6], [T, 0, 0]]], dtype=dtype)
+    assert support.check(batch).tolist() == [True, False, False]
 
 
 def test_trim_padding_in_the_index_layout():

@@ -31,8 +31,7 @@ class _SpikeTrains(constraints.Constraint):
     def check(self, value):
         times, marks = value[..., 0], value[..., 1:]
         ok = (times >= 0) & (times <= self.duration) & torch.isfinite(value).all(-1)
-        if value.shape[-2] > 1:
-            ok[..., 1:] &= times[..., 1:] >= times[..., :-1]
+        ok[..., 1:] &= times[..., 1:] >= times[..., :-1]
         if self.relaxed:
             tol = 1e-5 if value.dtype != torch.float64 else 1e-10
             ok &= (marks >= 0).all(-1) & (marks.sum(-1) <= 1 + tol)
@@ -68,8 +67,7 @@ class _IndexSpikeTrains(constraints.Constraint):
     def check(self, value):
         times, labels = value[..., 0], value[..., 1]
         ok = (times >= 0) & (times <= self.duration) & torch.isfinite(value).all(-1)
-        if value.shape[-2] > 1:
-            ok[..., 1:] &= times[..., 1:] >= times[..., :-1]
+        ok[..., 1:] &= times[..., 1:] >= times[..., :-1]
         ok &= (labels == labels.round()) & (labels >= -1) & (labels < self.num_neurons)
         ok &= (labels >= 0) | (times >= self.duration)
         return ok.all(-1)
