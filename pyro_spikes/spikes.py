@@ -200,7 +200,7 @@ def validate_events(events, duration, num_neurons, relaxed=False, name="events")
     t_min, t_max = times.aminmax()
     if bool(t_min < 0) or bool(t_max > duration):
         raise ValueError(f"{name} has spike times outside [0, duration={float(duration)}]")
-    if events.shape[-2] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
+    if bool((times[..., 1:] < times[..., :-1]).any()):
         raise ValueError(f"{name} spike times must be sorted in increasing order along dim -2")
     row_sum = marks.sum(-1)
     if relaxed:
@@ -342,7 +342,7 @@ def validate_index_events(events, duration, num_neurons, name="events"):
     t_min, t_max = times.aminmax()
     if bool(t_min < 0) or bool(t_max > duration):
         raise ValueError(f"{name} has spike times outside [0, duration={float(duration)}]")
-    if events.shape[-2] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
+    if bool((times[..., 1:] < times[..., :-1]).any()):
         raise ValueError(f"{name} spike times must be sorted in increasing order along dim -2")
     labels = _index_labels(events, num_neurons, name)
     if bool(((labels < 0) & (times < duration)).any()):
@@ -388,9 +388,9 @@ def to_index(events, duration):
         raise ValueError("to_index needs exact one-hot (or zero) marks in events; a soft "
                          "(relaxed) mark has no neuron index")
     labels = _mark_labels(marks)
-    times = torch.where(labels >= 0, events[..., 0],
-                        torch.full_like(events[..., 0], float(duration)))
-    return torch.stack([times, labels.to(events.dtype)], -1)
+    times = events[..., 0]
+    times = torch.where(labels >= 0, times, torch.full_like(times, float(duration)))
+    return torch.stack([times, labels], -1)  # the labels promote to the times' dtype
 
 
 def to_dense(events, num_neurons):

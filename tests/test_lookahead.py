@@ -121,3 +121,27 @@ def test_smc_with_lookahead_guide_matches_importance_sampling():
     for k in range(obs.shape[0]):
         (a, sa), (b, sb) = mean_se(smc[:, k]), mean_se(is_[:, k])
         assert abs(a - b) < 4 * math.hypot(sa, sb) + 0.02, (k, a, b, sa, sb)
+
+
+def test_drive_inputs_shapes_and_derived_drives():
+    obs = _data()  # (3, C, 3): 3 sequences, 2 observed neurons
+    torch.manual_seed(2)
+    weight = torch.randn(2, 2, 2, dtype=torch.float64)
+    kappa = torch.tensor([0.7, 2.0], dtype=torch.float64)
+    drive = LookaheadDrive(obs, weight, kappa, [2, 3], 4, T)
+    t = torch.rand(3, 20, dtype=torch.float64) * T
+    want = drive.drive(t)
+    # Python numbers and float32 spikes are taken in the weight's dtype
+    loose = LookaheadDrive(obs.float(), weight, [0.7, 2.0], (2, 3), 4, T)
+    assert torch.equal(loose.drive(t.tolist()), want)
+    assert drive.batch_shape == (3,)
+    # one set of query times for every sequence broadcasts against the batch
+    assert torch.equal(drive.drive(t[0]), drive.drive(t[0].expand(3, -1)))
+    assert torch.allclose(drive.with_tensors(2 * weight).drive(t), 2 * want, rtol=1e-14)
+    # the breakpoints are the observed spike times (clipped to a duration when given)
+    assert torch.equal(drive.breakpoints(), obs[..., 0])
+    inner = drive.breakpoints(T / 2)
+    assert float(inner.max()) <= T / 2 and inner.shape[0] == 3
+    for bad in ([0.0, 1.0], [float("inf"), 1.0], [-1.0, 1.0]):
+        with pytest.raises(ValueError, match="^time_constants must be positive and finite"):
+            LookaheadDrive(obs, weight, bad, [2, 3], 4, T)

@@ -120,6 +120,18 @@ def test_snn_argument_validation():
         train(snn, torch.zeros(1, 1, 3), "score", 1)
     with pytest.raises(ValueError, match="num_repeats"):
         elbo_gradients(snn, torch.zeros(1, 1, 3), "pathwise", 0)
+    # one repeat is enough; the default temperature is 0.3 (the same draws give the same
+    # gradient, and another temperature another one)
+    obs = torch.tensor([[[1.0, 1.0, 0.0], [10.0, 0.0, 0.0]]])
+    grads = {}
+    for kwargs in ({}, {"temperature": 0.3}, {"temperature": 1.3}):
+        torch.manual_seed(0)
+        grads[str(kwargs)] = elbo_gradients(snn, obs, "pathwise", 1, **kwargs)
+    assert all(g.shape[0] == 1 for g in grads["{}"].values())
+    for name, g in grads["{}"].items():
+        assert torch.equal(g, grads["{'temperature': 0.3}"][name])
+    assert any(not torch.equal(g, grads["{'temperature': 1.3}"][n])
+               for n, g in grads["{}"].items())
 
 
 # ---------------------------------------------------------------- learning

@@ -98,3 +98,44 @@ def test_spike_mask_is_true_on_rows_with_a_nonzero_mark():
                            [[0.2, 0, -0.0], [0.4, 0, 1], [1.0, 0, 0]]])
     assert spike_mask(events).tolist() == [[True, True, False], [False, True, False]]
     assert spike_mask(events[0, :, :2]).tolist() == [True, False, False]  # one neuron
+
+
+def test_unpack_and_layout_conversions_refuse_what_they_cannot_read():
+    from pyro_spikes.spikes import to_dense, to_index
+
+    for bad in (torch.tensor([0.5, 1.0]), torch.zeros(3, 1)):  # 1-D; no mark column
+        with pytest.raises(ValueError, match="^events must be a tensor of shape"):
+            to_index(bad, 1.0)
+    with pytest.raises(ValueError, match=r"^events must have shape .* got \(2,\)"):
+        unpack_spikes(torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"^events must have shape .* got list"):
+        unpack_spikes([[0.5, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="exact one-hot"):  # two marks in one row
+        unpack_spikes(torch.tensor([[0.5, 1.0, 1.0], [1.0, 0.0, 0.0]]))
+    index = torch.tensor([[0.5, 1.0], [0.7, 3.0], [1.0, -1.0]])
+    with pytest.raises(ValueError, match="^events"):  # neuron 3 of 3
+        unpack_spikes(index, "index", num_neurons=3)
+    # a batch of 2 sequences of 3 rows with 2 neurons: rows and neurons not confused
+    dense = torch.tensor([[[0.125, 1, 0], [0.25, 0, 1], [0.375, 0, 1]],
+                          [[0.5, 0, 1], [1.0, 0, 0], [1.0, 0, 0]]])
+    got = unpack_spikes(dense)
+    assert [[t.tolist() for t in seq] for seq in got] == \
+        [[[0.125], [0.25, 0.375]], [[], [0.5]]]
+    rows = to_index(dense, 1.0)
+    assert rows.dtype == dense.dtype and rows[1].tolist() == [[0.5, 1], [1.0, -1], [1.0, -1]]
+    assert torch.equal(to_dense(rows, 2), dense)
+
+
+def test_validate_index_events():
+    from pyro_spikes.spikes import validate_index_events
+
+    good = torch.tensor([[0.5, 0.0], [2.0, 1.0], [3.0, -1.0]], dtype=torch.float64)
+    validate_index_events(good, 3.0, 2)
+    # entries whose sum overflows are still finite: accepted
+    huge = torch.tensor([[1.7e308, 0.0], [1.7e308, -1.0]], dtype=torch.float64)
+    validate_index_events(huge, 1.7e308, 1)
+    for bad, match in (([[0.5, 0.0], [float("inf"), -1.0]], "NaN or infinite"),
+                       ([[0.5, 0.0], [2.0, 1.0], [1.0, 1.0], [3.0, -1.0]], "sorted"),
+                       ([[0.5, -1.0], [3.0, -1.0]], "padding rows")):
+        with pytest.raises(ValueError, match=f"^events .*{match}"):
+            validate_index_events(torch.tensor(bad, dtype=torch.float64), 3.0, 2)
