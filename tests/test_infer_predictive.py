@@ -249,6 +249,71 @@ def test_the_vectorized_trace_passes_the_arguments_to_the_guide():
     assert trace.nodes["rate"]["value"].shape == (3, 2)
 
 
+def _scaled_model(duration, scale=1.0, capacity=None):
+    rate = pyro.sample("rate", dist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
+    with pyro.plate("sequences", 2):
+        return pyro.sample("obs", PoissonProcess(scale * rate, duration, capacity=capacity))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_arguments_reach_model_and_guide(parallel):
+    def guide(duration, scale=1.0, capacity=None):
+        assert duration == 4.0 and scale == 2.0 and capacity == 30
+        pyro.sample("rate", dist.LogNormal(torch.zeros(2), 0.1).to_event(1))
+
+    pyro.clear_param_store()
+    if parallel:  # (a guide's draws of "rate" would lack the plate's dim, as in Pyro)
+        predictive = Predictive(_scaled_model, posterior_samples={"rate": torch.ones(3, 1, 2)},
+                                parallel=True)
+    else:
+        predictive = Predictive(_scaled_model, guide=guide, num_samples=3)
+    out = predictive(4.0, scale=2.0, capacity=30)
+    assert out["obs"].shape == (3, 2, 30, 3)
+    validate_events(out["obs"], 4.0, 2)
+
+
+def test_the_draws_are_the_models_own_from_the_same_seed():
+    """Predictive consumes no random numbers of its own: its draws equal those of running the
+    model conditioned on each posterior draw in turn (the run that finds the sites simulates
+    no point process)."""
+    rates = torch.tensor([[0.5, 1.0], [2.0, 1.0], [1.0, 3.0]])
+    torch.manual_seed(7)
+    out = Predictive(_scaled_model, posterior_samples={"rate": rates})(5.0)["obs"]
+    torch.manual_seed(7)
+    for i, r in enumerate(rates):
+        own = pyro.condition(_scaled_model, {"rate": r})(5.0)
+        assert torch.equal(out[i, :, :own.shape[-2]], own)
+        assert (out[i, :, own.shape[-2]:, 0] == 5.0).all()  # then padding
+
+
+def test_wrapped_point_process_sites_and_plate_shapes():
+    # a point process under .mask() / .to_event() is still padded as one
+    def model():
+        rate = pyro.sample("rate", dist.LogNormal(0.0, 1.0).expand([1]).to_event(1))
+        return pyro.sample("obs", PoissonProcess(rate, 10.0).mask(True))
+
+    draws = {"rate": torch.tensor([[0.1], [5.0]])}
+    torch.manual_seed(8)
+    out = Predictive(model, posterior_samples=draws)()["obs"]
+    assert out.shape[0] == 2
+    validate_events(out, 10.0, 1)
+    # one posterior draw; a scalar latent site outside a plate, drawn in parallel
+    def scalar_model(obs=None):
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("sequences", 3):
+            return pyro.sample("obs", PoissonProcess(scale[..., None] * torch.ones(2), 5.0),
+                               obs=obs)
+
+    one = Predictive(scalar_model, posterior_samples={"scale": torch.tensor([2.0])},
+                     parallel=True)()
+    assert one["obs"].shape[:2] == (1, 3)
+    # an observed site asked for in parallel mode is its data, repeated for every draw
+    data = PoissonProcess(torch.ones(3, 2), 5.0).sample()
+    both = Predictive(scalar_model, posterior_samples={"scale": torch.tensor([2.0, 3.0])},
+                      parallel=True, return_sites=["obs"])(data)
+    assert torch.equal(both["obs"], data.expand(2, *data.shape))
+
+
 def test_pad_rows_inverts_trim_padding():
     torch.manual_seed(4)
     x = PoissonProcess(torch.tensor([1.0, 2.0]), 5.0).sample((3,))
