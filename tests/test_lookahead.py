@@ -44,7 +44,8 @@ def test_drive_matches_direct_sum():
     t = torch.cat([t, obs[..., 0]], -1)  # exactly at observed spikes: those are not "after"
     assert torch.allclose(drive.drive(t), _direct(obs, weight, kappa, [2, 3], 4, t),
                           atol=1e-12, rtol=1e-10)
-    assert repr(drive) == f"LookaheadDrive(kernels=2, hidden=2, batch_shape={tuple(obs.shape[:-2])})"
+    batch = tuple(obs.shape[:-2])
+    assert repr(drive) == f"LookaheadDrive(kernels=2, hidden=2, batch_shape={batch})"
 
 
 def test_filter_lookahead_terms_equal_the_drive():
