@@ -526,7 +526,84 @@ def example_time(name):
             f"``python benchmarks/examples.py``.\n")
 
 
+# ---------------------------------------------------------------- mutation testing
+
+MUTATION = "docs/results/mutation/mutation.json"
+
+
+def _percent(killed, checked):
+    return "-" if not checked else f"{100 * killed / checked:.1f}%"
+
+
+def _mutated_function(mutant):
+    """``PoissonProcess.sample`` from mutmut's ``xǁPoissonProcessǁsample__mutmut_17``."""
+    name = mutant.rsplit("__mutmut_", 1)[0]
+    if name.startswith("xǁ"):
+        return ".".join(name[2:].split("ǁ"))
+    return name[2:] if name.startswith("x_") else name
+
+
+def mutation_score():
+    """The Guarantees page's table of ``tools/mutation.py``'s last verdicts, and the survivors."""
+    record = load(MUTATION)
+    res = record["results"]
+    modules = res["modules"]
+    rows, total = [], dict(checked=0, killed=0, timeout=0, survived=0, no_tests=0,
+                           device_only=0)
+    for name in res["core"]:
+        e = modules.get(name)
+        if e is None:
+            rows.append([f"``{name}``", "not run yet", "", "", "", "", "", ""])
+            continue
+        for k in total:
+            total[k] += e[k]
+        unchecked = f" ({e['not_checked']:,} not yet)" if e["not_checked"] else ""
+        rows.append([f"``{name}``", f"{e['checked']:,}{unchecked}", f"{e['killed']:,}",
+                     f"{e['timeout']:,}", f"{e['survived'] + e['no_tests']:,}",
+                     f"{e['device_only']:,}",
+                     _percent(e["killed"] + e["timeout"], e["checked"] - e["device_only"]),
+                     e["commit"]])
+    rows.append(["all run", f"{total['checked']:,}", f"{total['killed']:,}",
+                 f"{total['timeout']:,}", f"{total['survived'] + total['no_tests']:,}",
+                 f"{total['device_only']:,}",
+                 _percent(total["killed"] + total["timeout"],
+                          total["checked"] - total["device_only"]), ""])
+    table = rst_list_table(["module", "mutants checked", "killed", "timed out", "survived",
+                            "device only", "score", "commit"], rows)
+    run = record["run"]
+    runs = "; ".join(f"``{r['command']}`` (commit {r['commit']}, {r['date']})"
+                     for r in res.get("runs", []))
+    m = run["machine"]
+    out = [table, f"The verdicts come from the runs {runs}, on {m['cores']} cores ({m['cpu']}, "
+           f"Python {m['python']}, torch {m['torch']}), and were "
+           f"collected by ``{run['command']}``, {run['date']}. A module's row is from the commit "
+           "it names (a mutant of a function unchanged since an earlier run keeps that run's "
+           "verdict; every survivor was judged at the commit named). Lines marked "
+           f"``# pragma: no mutate`` in the core: {res['pragma_no_mutate_lines']}.", ""]
+    return "\n".join(out)
+
+
+def mutation_survivors():
+    """The surviving mutants of each module, for the Surviving mutants page."""
+    res = load(MUTATION)["results"]
+    out = []
+    for name in res["core"]:
+        e = res["modules"].get(name)
+        if not e or not e["survivors"]:
+            continue
+        title = f"``{name}`` ({len(e['survivors'])}, commit {e['commit']})"
+        out += [title, "-" * len(title), "", "::", ""]
+        for s in e["survivors"]:
+            status = "" if s["status"] == "survived" else f" ({s['status']})"
+            out.append(f"   {_mutated_function(s['name'])}{status}")
+            out += [f"     {line[0]} {line[1:].strip()}" for line in s["diff"]]
+        out.append("")
+    return "\n".join(out) if out else "None.\n"
+
+
 RENDERERS = {
+    "mutation-score": (mutation_score, [MUTATION]),
+    "mutation-survivors": (mutation_survivors, [MUTATION]),
     "examples-times": (examples_times, [EXAMPLE_TIMES]),
     "svi-readme": (svi_readme, [SVI]),
     "signature-kernel-readme": (signature_kernel_readme, [SIGNATURE]),

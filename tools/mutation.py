@@ -301,7 +301,15 @@ def pragma_count(modules):
     return n
 
 
-def write(out, entries, head, modules):
+def _runs(workdir):
+    path = os.path.join(workdir, "runs.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write(out, entries, head, runs):
     record = {"run": None, "results": {"modules": {}}}
     if os.path.exists(out):
         with open(out) as f:
@@ -313,6 +321,7 @@ def write(out, entries, head, modules):
         record["results"]["modules"][module] = entry
     record["run"] = run
     record["results"]["core"] = core_modules()
+    record["results"]["runs"] = runs
     record["results"]["excluded_tests"] = EXCLUDED_TESTS
     record["results"]["do_not_mutate_patterns"] = DO_NOT_MUTATE
     record["results"]["pragma_no_mutate_lines"] = pragma_count(core_modules())
@@ -352,6 +361,10 @@ def main(argv=None):
         head = open(os.path.join(args.workdir, ".commit")).read().strip()
     else:
         head = prepare(args.workdir, modules, args.fresh)
+        with open(os.path.join(args.workdir, "runs.jsonl"), "a") as f:  # the verdicts' runs
+            run = run_record(script=__file__)
+            f.write(json.dumps({"command": run["command"], "commit": head,
+                                "date": run["date"]}) + "\n")
         # the survivors, against the tests added since; else every mutant not judged yet (new,
         # or of a function changed since the last run)
         names = survivors(args.workdir, modules) if args.rerun_survivors else ()
@@ -360,7 +373,7 @@ def main(argv=None):
         else:
             run_mutmut(args.workdir, args.max_children, args.time_limit, names)
     entries = collect(args.workdir, modules)
-    record = write(args.out, entries, head, modules)
+    record = write(args.out, entries, head, _runs(args.workdir))
     for module, e in entries.items():
         score = "-" if e["score"] is None else f"{100 * e['score']:.1f}%"
         print(f"{module:45s} {e['checked']:5d} checked  {e['survived'] + e['no_tests']:4d} "
