@@ -561,8 +561,7 @@ def mutation_score():
         rows.append([f"``{name}``", f"{e['checked']:,}{unchecked}", f"{e['killed']:,}",
                      f"{e['timeout']:,}", f"{e['survived'] + e['no_tests']:,}",
                      f"{e['device_only']:,}",
-                     _percent(e["killed"] + e["timeout"], e["checked"] - e["device_only"]),
-                     e["commit"]])
+                     "-" if e["score"] is None else f"{100 * e['score']:.1f}%", e["commit"]])
     rows.append(["all run", f"{total['checked']:,}", f"{total['killed']:,}",
                  f"{total['timeout']:,}", f"{total['survived'] + total['no_tests']:,}",
                  f"{total['device_only']:,}",

@@ -101,8 +101,8 @@ def _gather(rel, marks, keep, pad_time):
     """Rows ``keep`` of every window, in time order, padded to a common capacity."""
     count = keep.sum(dim=1)
     cap = max(int(count.max()), 1)  # count has one entry per window: at least one
-    times = torch.full((keep.shape[0], cap), pad_time, dtype=rel.dtype, device=rel.device)
-    out = torch.cat([times[..., None], marks.new_zeros(keep.shape[0], cap, marks.shape[1])], 2)
+    out = marks.new_zeros(keep.shape[0], cap, 1 + marks.shape[1])  # marks: the events' dtype
+    out[..., 0] = pad_time
     if keep.shape[1]:
         # a stable sort puts the kept columns first, still in time order
         order = torch.sort(~keep, stable=True).indices[:, :cap]

@@ -168,16 +168,20 @@ def prepare(workdir, modules, fresh):
     return head
 
 
+def verdicts(workdir, module):
+    """``{mutant name: verdict}`` of ``module`` from mutmut's files, or None before any run."""
+    meta = os.path.join(workdir, "mutants", module + ".meta")
+    if not os.path.exists(meta):
+        return None
+    with open(meta) as f:
+        return {name: status_by_exit_code(code)
+                for name, code in json.load(f)["exit_code_by_key"].items()}
+
+
 def survivors(workdir, modules):
     """The names of the mutants of ``modules`` that survived the last run (or had no test)."""
-    names = []
-    for module in modules:
-        meta = os.path.join(workdir, "mutants", module + ".meta")
-        if os.path.exists(meta):
-            with open(meta) as f:
-                names += [n for n, c in json.load(f)["exit_code_by_key"].items()
-                          if status_by_exit_code(c) in ("survived", "no tests")]
-    return names
+    return [name for module in modules for name, status in (verdicts(workdir, module) or {}).items()
+            if status in ("survived", "no tests")]
 
 
 def run_mutmut(workdir, max_children, time_limit, names=()):
@@ -236,6 +240,7 @@ def device_only(diff):
     new = [line[1:] for line in diff if line.startswith("+")]
     if len(old) != 1 or len(new) != 1 or "device" not in old[0]:
         return False
+
     def bare(line):
         return re.sub(r"\s+", "", _DEVICE_ARG.sub("", line)).replace(",)", ")")
 
@@ -244,33 +249,30 @@ def device_only(diff):
 
 def collect(workdir, modules):
     """Per module: counts of each verdict and the surviving mutants with their diffs."""
-    per_module, survivors = {}, []
-    for module in modules:
-        meta = os.path.join(workdir, "mutants", module + ".meta")
-        if not os.path.exists(meta):
-            continue
-        with open(meta) as f:
-            codes = json.load(f)["exit_code_by_key"]
-        counts = {}
-        for name, code in codes.items():
-            status = status_by_exit_code(code)
-            counts[status] = counts.get(status, 0) + 1
-            if status in ("survived", "no tests"):
-                survivors.append((module, name, status))
-        per_module[module] = counts
+    per_module = {m: v for m in modules if (v := verdicts(workdir, m)) is not None}
+    names = [n for v in per_module.values() for n, status in v.items()
+             if status in ("survived", "no tests")]
     diffs = {}
-    if survivors:
+    if names:
         proc = subprocess.run([sys.executable, "-c", _DIFF], cwd=workdir, text=True,
-                              input=json.dumps([n for _, n, _ in survivors]),
-                              capture_output=True, env=dict(os.environ, PYTHONPATH=""))
+                              input=json.dumps(names), capture_output=True,
+                              env=dict(os.environ, PYTHONPATH=""))
         diffs = json.loads(proc.stdout) if proc.returncode == 0 else {}
     entries = {}
-    for module, counts in per_module.items():
+    for module, verdict in per_module.items():
+        counts = {}
+        for status in verdict.values():
+            counts[status] = counts.get(status, 0) + 1
         checked = sum(v for k, v in counts.items() if k != "not checked")
         killed = counts.get("killed", 0) + counts.get("timeout", 0) + counts.get("segfault", 0)
-        mine = [(name, status, diffs.get(name, [])) for m, name, status in survivors
-                if m == module]
-        on_device = sum(1 for _, status, diff in mine if status == "survived" and device_only(diff))
+        mine = []
+        for name, status in verdict.items():
+            if status in ("survived", "no tests"):
+                diff = diffs.get(name, [])
+                if status == "survived" and device_only(diff):
+                    status = "device only"
+                mine.append({"name": name.split(".")[-1], "status": status, "diff": diff})
+        on_device = sum(1 for s in mine if s["status"] == "device only")
         judged = checked - on_device
         entries[module] = {
             "mutants": sum(counts.values()),
@@ -283,12 +285,7 @@ def collect(workdir, modules):
             "not_checked": counts.get("not checked", 0),
             "suspicious": counts.get("suspicious", 0) + counts.get("skipped", 0),
             "score": killed / judged if judged else None,
-            "survivors": [
-                {"name": name.split(".")[-1],
-                 "status": "device only" if status == "survived" and device_only(diff)
-                 else status,
-                 "diff": diff}
-                for name, status, diff in mine],
+            "survivors": mine,
         }
     return entries
 
