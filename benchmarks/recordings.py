@@ -18,10 +18,12 @@ machine; ``docs/render_tables.py`` renders the tables of :doc:`recordings` from 
    process; tick is a benchmark peer only, never a dependency): events per second of the
    first evaluation and of repeated ones, and the check that both compute the same function
    (tick's log-likelihood is relative to a unit-rate Poisson process: ours + :math:`D T`; its
-   loss is minus that over the event count, its gradient likewise). tick's first evaluation
-   computes per-event weights at its fixed decay, two arrays of events x D numbers, that later
-   evaluations reuse; the growth of the process's RSS over its evaluations is reported. Ours keeps
-   O(D) state and differentiates in the decay too, so every evaluation is a first one.
+   loss is minus that over the event count, its gradient likewise), both with ``--threads``
+   threads (tick splits the neurons over them, ours the one long sequence in time). tick's
+   first evaluation computes per-event weights at its fixed decay, two arrays of events x D
+   numbers, that later evaluations reuse; the growth of the process's RSS over its evaluations
+   is reported. Ours keeps O(D) state and differentiates in the decay too, so every evaluation
+   is a first one.
 
 Run ``python benchmarks/recordings.py`` (about 10 minutes on 2 cores; ``--hour`` adds the
 one-hour recording of 300 neurons, about 8 more) or ``--quick`` for a smoke test.
@@ -143,8 +145,9 @@ def tick_model():
     return ModelHawkesExpKernLogLik
 
 
-def bench_hawkes(num_neurons, events, model_cls, seed, repeats):
-    """Our log_prob + gradient and tick's loss + grad on the same ~``events`` events."""
+def bench_hawkes(num_neurons, events, model_cls, seed, repeats, threads):
+    """Our log_prob + gradient and tick's loss + grad on the same ~``events`` events, both
+    with ``threads`` threads (ours splits the sequence in time, tick's its neurons)."""
     rng = np.random.default_rng(seed)
     adjacency = rng.uniform(0.0, 1.0, (num_neurons, num_neurons))
     adjacency *= 0.5 / np.abs(np.linalg.eigvals(adjacency)).max()  # branching ratio 0.5
@@ -182,7 +185,7 @@ def bench_hawkes(num_neurons, events, model_cls, seed, repeats):
         trains = [np.ascontiguousarray(t.numpy()) for t in
                   unpack_spikes(value, layout="index", num_neurons=num_neurons)]
         coeffs = np.concatenate([baseline, adjacency.ravel()])
-        model = model_cls(decay)
+        model = model_cls(decay, n_threads=threads)
         model.fit(trains, end_times=duration)
         before = current_rss_mb()
         first, best, (loss, tick_grad) = timed(lambda: (model.loss(coeffs), model.grad(coeffs)))
@@ -232,7 +235,8 @@ def main(argv=None):
     fixed = run_spiking(duration_d, durations[0], "index", args, adaptive=False)
     print("HawkesProcess log_prob + gradient against tick:", flush=True)
     model_cls = tick_model()
-    hawkes_rows = [bench_hawkes(d, e, model_cls, args.seed, args.repeats) for d, e in hawkes]
+    hawkes_rows = [bench_hawkes(d, e, model_cls, args.seed, args.repeats, args.threads)
+                   for d, e in hawkes]
     results = {
         "settings": {"rate_hz": RATE, "tau": TAU, "num_basis": 1, "threads": args.threads,
                      "quick": args.quick},

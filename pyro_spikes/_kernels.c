@@ -32,6 +32,14 @@
 #define MODE_EXACT 0
 #define MODE_RELAXED 1
 
+/* problems of index-layout events (index_scan); the same bits as pyro_spikes/spikes.py */
+#define INDEX_NONFINITE_TIME 1
+#define INDEX_NONFINITE_LABEL 2
+#define INDEX_OUTSIDE 4
+#define INDEX_UNSORTED 8
+#define INDEX_BAD_LABEL 16
+#define INDEX_EARLY_PADDING 32
+
 #define T double
 #define SUF f64
 #define EXP exp
@@ -179,16 +187,17 @@ static PyObject *hawkes_chunk(PyObject *self, PyObject *args) {
 }
 
 static PyObject *hawkes_terms(PyObject *self, PyObject *args) {
-    int is_double, want_beta;
+    int is_double, want_beta, finish, terms;
     Py_ssize_t N, K, D, mu_seq, alpha_seq, beta_seq;
-    double t0, t1;
+    double t0, t1, ref0;
     unsigned long long times, labels, mu, alpha, beta, mark_sum, integral, j_mu, j_alpha, j_beta,
-        s, s_prime;
-    if (!PyArg_ParseTuple(args, "innnKKKnKnKnddiKKKKKKK", &is_double, &N, &K, &D, &times,
+        s, s_prime, init, state_out;
+    if (!PyArg_ParseTuple(args, "innnKKKnKnKnddiKKKKKKKKdKii", &is_double, &N, &K, &D, &times,
                           &labels, &mu, &mu_seq, &alpha, &alpha_seq, &beta, &beta_seq, &t0,
                           &t1, &want_beta, &mark_sum, &integral, &j_mu, &j_alpha, &j_beta, &s,
-                          &s_prime))
+                          &s_prime, &init, &ref0, &state_out, &finish, &terms))
         return NULL;
+    REQUIRE(N <= 1 || (!init && !state_out), "hawkes_terms: init and state_out need N <= 1");
     REQUIRE(N >= 0 && K >= 0, "hawkes_terms: N and K must be >= 0");
     REQUIRE(D >= 1, "hawkes_terms: D (neurons) must be >= 1");
     REQUIRE(D < 46340, "hawkes_terms: D * D is too large");
@@ -197,23 +206,51 @@ static PyObject *hawkes_terms(PyObject *self, PyObject *args) {
     REQUIRE(labels_ok(PTR(int64_t, labels), N * K, D), "hawkes_terms: labels must be in [-1, D)");
     size_t size = is_double ? sizeof(double) : sizeof(float);
     void *work = malloc((size_t)(2 * D + 1) * size);
-    if (!work) return PyErr_NoMemory();
+    double *sums = malloc((size_t)(4 * D + D * D) * sizeof(double));
+    if (!work || !sums) {
+        free(work);
+        free(sums);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         hawkes_terms_f64(N, K, D, PTR(double, times), PTR(int64_t, labels), PTR(double, mu),
                          mu_seq, PTR(double, alpha), alpha_seq, PTR(double, beta), beta_seq, t0,
                          t1, want_beta, PTR(double, mark_sum), PTR(double, integral), PTR(double, j_mu),
                          PTR(double, j_alpha), PTR(double, j_beta), PTR(double, s),
-                         PTR(double, s_prime), (double *)work);
+                         PTR(double, s_prime), PTR(double, init), ref0, PTR(double, state_out),
+                         finish, terms, (double *)work, sums);
     else
         hawkes_terms_f32(N, K, D, PTR(float, times), PTR(int64_t, labels), PTR(float, mu),
                          mu_seq, PTR(float, alpha), alpha_seq, PTR(float, beta), beta_seq, t0,
                          t1, want_beta, PTR(float, mark_sum), PTR(float, integral), PTR(float, j_mu),
                          PTR(float, j_alpha), PTR(float, j_beta), PTR(float, s),
-                         PTR(float, s_prime), (float *)work);
+                         PTR(float, s_prime), PTR(float, init), ref0, PTR(float, state_out),
+                         finish, terms, (float *)work, sums);
     Py_END_ALLOW_THREADS
     free(work);
+    free(sums);
     Py_RETURN_NONE;
+}
+
+static PyObject *index_scan(PyObject *self, PyObject *args) {
+    int is_double;
+    Py_ssize_t N, K, D, keep = 1;
+    double duration;
+    unsigned long long events, labels;
+    if (!PyArg_ParseTuple(args, "innnKdK", &is_double, &N, &K, &D, &events, &duration, &labels))
+        return NULL;
+    REQUIRE(N >= 0 && K >= 0, "index_scan: N and K must be >= 0");
+    REQUIRE(D >= 1, "index_scan: D (neurons) must be >= 1");
+    REQUIRE(K == 0 || N < PY_SSIZE_T_MAX / (2 * K), "index_scan: N * K is too large");
+    int flags;
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double)
+        flags = index_scan_f64(N, K, D, PTR(double, events), duration, PTR(int64_t, labels), &keep);
+    else
+        flags = index_scan_f32(N, K, D, PTR(float, events), duration, PTR(int64_t, labels), &keep);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("in", flags, keep);
 }
 
 static PyObject *scan_forward(PyObject *self, PyObject *args) {
@@ -485,6 +522,8 @@ static PyMethodDef methods[] = {
      "Log-likelihood terms (marks, compensator) of SpikingPointProcess, forward only."},
     {"spiking_terms_backward", spiking_terms_backward, METH_VARARGS,
      "Vector-Jacobian product of spiking_terms."},
+    {"index_scan", index_scan, METH_VARARGS,
+     "One pass over index-layout events: int64 labels, problems found, rows to keep."},
     {"hawkes_terms", hawkes_terms, METH_VARARGS,
      "Log-likelihood terms of a uniform-decay Hawkes process and their derivatives."},
     {"hawkes_chunk", hawkes_chunk, METH_VARARGS,
@@ -506,7 +545,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 12
+#define KERNELS_VERSION 13
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

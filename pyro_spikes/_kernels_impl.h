@@ -11,6 +11,21 @@
 
 static T FN(softplus)(T x) { return x > 0 ? x + LOG1P(EXP(-x)) : LOG1P(EXP(x)); }
 
+/* sum_j a_j b_j with four partial sums: the additions of one chain wait for each other (about
+   4 cycles each), four chains overlap */
+static inline T FN(dot)(const T *a, const T *b, Py_ssize_t n) {
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    Py_ssize_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        s0 += a[j] * b[j];
+        s1 += a[j + 1] * b[j + 1];
+        s2 += a[j + 2] * b[j + 2];
+        s3 += a[j + 3] * b[j + 3];
+    }
+    for (; j < n; j++) s0 += a[j] * b[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
 /*
  * Thinning over fixed candidates. Exact mode: the draw U D (U uniform on [0, 1)) picks the
  * neuron j = floor(U D) uniformly and its fractional part accepts with probability sigma(u_j),
@@ -572,16 +587,29 @@ static void FN(spiking_terms_backward)(
  * j_alpha (and one more dot product with want_beta), not a decay of all D traces. The
  * reference moves to the current time (an O(D) rescaling) when beta (t - r) exceeds RENORM,
  * so that A and C stay far from overflow. mu, alpha and beta advance by their *_seq strides
- * per sequence (0: shared). work: 2 D.
+ * per sequence (0: shared). work: 2 D; sums: 4 D + D^2 doubles (the event sums, accumulated
+ * in double also for float32).
+ *
+ * One sequence can be split in time into chunks that run in parallel (N = 1 only): a chunk
+ * starts from the traces `init` (A then C, 2 D values, relative to the reference time ref0;
+ * NULL: zero traces at t0), writes its final traces to `state_out` (A, C, then the reference
+ * time; NULL: not written), and only the last chunk `finish`es (the terms at t1; the others
+ * leave s = their counts, s_prime = 0 and integral = 0, to be summed). With terms = 0 the pass
+ * only advances the traces (one exponential per event): the chunk's own contribution to the
+ * traces that the later chunks start from.
  */
 static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *times,
                              const int64_t *labels, const T *mu, Py_ssize_t mu_seq,
                              const T *alpha, Py_ssize_t alpha_seq, const T *beta,
                              Py_ssize_t beta_seq, double t0, double t1, int want_beta,
                              T *mark_sum, T *integral, T *j_mu, T *j_alpha, T *j_beta, T *s,
-                             T *s_prime, T *work) {
+                             T *s_prime, const T *init, double ref0, T *state_out, int finish,
+                             int terms, T *work, double *sums) {
     const T RENORM = sizeof(T) == sizeof(double) ? 200 : 30;
     T *A = work, *C = work + D;
+    /* the sums over events in double whatever T (a float32 sum of 1e5 terms loses 1e-2) */
+    double *ms_d = sums, *jm_d = sums + D, *jb_d = sums + 2 * D, *sn_d = sums + 3 * D,
+           *ja_d = sums + 4 * D;
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *t = times + n * K, *m = mu + n * mu_seq, *al = alpha + n * alpha_seq;
         const int64_t *lab = labels + n * K;
@@ -589,10 +617,16 @@ static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *
         T *ms = mark_sum + n * D, *in = integral + n * D, *jm = j_mu + n * D;
         T *ja = j_alpha + n * D * D, *jb = j_beta + n * D, *sn = s + n * D;
         T *sp = s_prime + n * D;
-        for (Py_ssize_t k = 0; k < D; k++) ms[k] = in[k] = jm[k] = jb[k] = sn[k] = sp[k] = 0;
-        for (Py_ssize_t k = 0; k < D * D; k++) ja[k] = 0;
-        for (Py_ssize_t k = 0; k < D; k++) A[k] = C[k] = 0;
-        T ref = (T)t0;
+        for (Py_ssize_t k = 0; k < D; k++) {
+            in[k] = sp[k] = 0;
+            ms_d[k] = jm_d[k] = jb_d[k] = sn_d[k] = 0;
+        }
+        for (Py_ssize_t k = 0; k < D * D; k++) ja_d[k] = 0;
+        for (Py_ssize_t k = 0; k < D; k++) {
+            A[k] = init ? init[k] : 0;
+            C[k] = init ? init[D + k] : 0;
+        }
+        T ref = (T)(init ? ref0 : t0);
         for (Py_ssize_t r = 0; r < K; r++) {
             const int64_t i = lab[r];
             if (i < 0) continue;
@@ -606,39 +640,117 @@ static void FN(hawkes_terms)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *
                 ref = t[r];
                 since = 0;
             }
+            if (!terms) { /* the traces only */
+                const T grow = EXP(bt * since);
+                A[i] += grow;
+                C[i] -= since * grow;
+                continue;
+            }
             const T E = EXP(-bt * since);
             const T *row = al + i * D;
-            T acc = 0;
-            for (Py_ssize_t j = 0; j < D; j++) acc += row[j] * A[j];
+            const T acc = FN(dot)(row, A, D);
             const T lam = m[i] + bt * E * acc, inv = 1 / lam;
-            ms[i] += LOG(lam);
-            jm[i] += inv;
+            ms_d[i] += LOG(lam);
+            jm_d[i] += inv;
             if (want_beta) {
-                T acc_c = 0;
-                for (Py_ssize_t j = 0; j < D; j++) acc_c += row[j] * C[j];
-                jb[i] += E * (acc - bt * (since * acc + acc_c)) * inv;
+                const T acc_c = FN(dot)(row, C, D);
+                jb_d[i] += E * (acc - bt * (since * acc + acc_c)) * inv;
             }
-            T *jrow = ja + i * D;
+            double *jrow = ja_d + i * D;
             const T scale = bt * E * inv;
             for (Py_ssize_t j = 0; j < D; j++) jrow[j] += scale * A[j];
-            sn[i] += 1; /* the count: s_i = count_i - a_i(t1) below */
+            sn_d[i] += 1; /* the count: s_i = count_i - a_i(t1) below */
             const T grow = 1 / E; /* e^{beta (t - ref)} <= e^{RENORM} */
             A[i] += grow;
             C[i] -= since * grow;
         }
-        /* s_j = sum_k (1 - e^{-beta (t1 - t_k)}) = count_j - a_j(t1) and
-           s_prime_j = sum_k (t1 - t_k) e^{-beta (t1 - t_k)} = b_j(t1), from the traces */
-        const T end = (T)t1 - ref, E1 = EXP(-bt * end);
-        for (Py_ssize_t j = 0; j < D; j++) {
-            sp[j] = E1 * (end * A[j] + C[j]);
-            sn[j] -= E1 * A[j];
+        if (state_out) {
+            for (Py_ssize_t j = 0; j < D; j++) {
+                state_out[j] = A[j];
+                state_out[D + j] = C[j];
+            }
+            state_out[2 * D] = ref;
         }
-        for (Py_ssize_t i = 0; i < D; i++) {
-            T acc = m[i] * (T)(t1 - t0);
-            for (Py_ssize_t j = 0; j < D; j++) acc += al[i * D + j] * sn[j];
-            in[i] = acc;
+        if (finish) {
+            /* s_j = sum_k (1 - e^{-beta (t1 - t_k)}) = count_j - a_j(t1) and
+               s_prime_j = sum_k (t1 - t_k) e^{-beta (t1 - t_k)} = b_j(t1), from the traces */
+            const T end = (T)t1 - ref, E1 = EXP(-bt * end);
+            for (Py_ssize_t j = 0; j < D; j++) {
+                sp[j] = E1 * (end * A[j] + C[j]);
+                sn_d[j] -= E1 * A[j];
+            }
+            for (Py_ssize_t i = 0; i < D; i++) {
+                double acc = m[i] * (t1 - t0);
+                for (Py_ssize_t j = 0; j < D; j++) acc += al[i * D + j] * sn_d[j];
+                in[i] = (T)acc;
+            }
+        }
+        for (Py_ssize_t k = 0; k < D; k++) {
+            ms[k] = (T)ms_d[k];
+            jm[k] = (T)jm_d[k];
+            jb[k] = (T)jb_d[k];
+            sn[k] = (T)sn_d[k];
+        }
+        for (Py_ssize_t k = 0; k < D * D; k++) ja[k] = (T)ja_d[k];
+    }
+}
+
+/*
+ * The problems of index-layout events (N, K, 2), rows (time, neuron index), for the checks of
+ * pyro_spikes.spikes.validate_index_events, as INDEX_* bit flags (the same ones as the PyTorch
+ * checks, so that both raise the same errors). Comparisons with NaN are false, as in PyTorch.
+ */
+static int FN(index_flags)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *events,
+                           double duration) {
+    const T dur = (T)duration, top = (T)D;
+    int flags = 0;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *ev = events + 2 * n * K;
+        T prev = -(T)INFINITY;
+        for (Py_ssize_t r = 0; r < K; r++) {
+            const T t = ev[2 * r], x = ev[2 * r + 1];
+            if (!isfinite(t)) flags |= INDEX_NONFINITE_TIME;
+            else if (t < 0 || t > dur) flags |= INDEX_OUTSIDE;
+            if (t < prev) flags |= INDEX_UNSORTED;
+            prev = t;
+            if (!isfinite(x)) flags |= INDEX_NONFINITE_LABEL;
+            else if (x < -1 || x >= top || x != (T)(int64_t)x) flags |= INDEX_BAD_LABEL;
+            else if (x == -1 && t < dur) flags |= INDEX_EARLY_PADDING;
         }
     }
+    return flags;
+}
+
+/*
+ * One pass over index-layout events (N, K, 2): writes the int64 labels (-1 where the index is
+ * not an integer in [-1, D); labels NULL: not written), sets *keep to the number of leading rows that hold every
+ * sequence's last non-padding row (at least 1; the rows that trim_padding keeps) and returns
+ * the problems found (index_flags, which runs only when the branch-free pass finds one).
+ */
+static int FN(index_scan)(Py_ssize_t N, Py_ssize_t K, Py_ssize_t D, const T *events,
+                          double duration, int64_t *labels, Py_ssize_t *keep) {
+    const T dur = (T)duration, top = (T)D;
+    int ok = 1;
+    Py_ssize_t last = 0;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const T *ev = events + 2 * n * K;
+        int64_t *lab = labels ? labels + n * K : NULL;
+        T prev = -(T)INFINITY;
+        Py_ssize_t seq_last = 0;
+        for (Py_ssize_t r = 0; r < K; r++) {
+            const T t = ev[2 * r], x = ev[2 * r + 1];
+            const int in_range = (x >= -1) & (x < top); /* false for NaN */
+            const int64_t i = (int64_t)(in_range ? x : (T)-1);
+            ok &= in_range & ((T)i == x) & (t >= prev) & (t >= 0) & (t <= dur) &
+                  !((i == -1) & (t < dur));
+            if (labels) lab[r] = i;
+            prev = t;
+            seq_last = (x < 0) & (t >= dur) ? seq_last : r + 1;
+        }
+        if (seq_last > last) last = seq_last;
+    }
+    *keep = last > 0 ? last : 1;
+    return ok ? 0 : FN(index_flags)(N, K, D, events, duration);
 }
 
 #undef FN

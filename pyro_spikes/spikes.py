@@ -310,19 +310,51 @@ def _check_index_shape(events, name):
         )
 
 
+# Problems of index-layout events, as bit flags: the compiled one-pass scan
+# (pyro_spikes.distributions.kernels.index_rows) reports the same ones, and
+# raise_index_problems turns either into the same error.
+NONFINITE_TIME, NONFINITE_LABEL, TIME_OUTSIDE, UNSORTED, BAD_LABEL, EARLY_PADDING = (
+    1 << i for i in range(6))
+
+
+def raise_index_problems(flags, name, duration, num_neurons, labels_only=False):
+    """
+    Raise the :class:`ValueError` of the first problem in ``flags`` (bit flags above), in the
+    order :func:`validate_index_events` checks them; with ``labels_only``, only the neuron
+    indices' problems count (the check that every use of the labels needs).
+    """
+    if not labels_only:
+        if flags & (NONFINITE_TIME | NONFINITE_LABEL):
+            raise ValueError(f"{name} contains NaN or infinite entries")
+        if flags & TIME_OUTSIDE:
+            raise ValueError(
+                f"{name} has spike times outside [0, duration={float(duration)}]")
+        if flags & UNSORTED:
+            raise ValueError(
+                f"{name} spike times must be sorted in increasing order along dim -2")
+    if flags & NONFINITE_LABEL:
+        raise ValueError(f"{name} contains NaN or infinite neuron indices (column 1)")
+    if flags & BAD_LABEL:
+        raise ValueError(
+            f"{name} neuron indices (column 1) must be integers in [0, {num_neurons}) or -1 "
+            "(padding)"
+        )
+    if not labels_only and flags & EARLY_PADDING:
+        raise ValueError(
+            f"{name} has padding rows (index -1) at times before duration={float(duration)}"
+        )
+
+
 def _index_labels(events, num_neurons, name):
     """The neuron indices of index-layout ``events`` as int64 (-1 = padding), checked."""
     _check_index_shape(events, name)
     labels = events[..., 1]
     if labels.numel():
         if not bool(torch.isfinite(labels).all()):
-            raise ValueError(f"{name} contains NaN or infinite neuron indices (column 1)")
+            raise_index_problems(NONFINITE_LABEL, name, None, num_neurons, labels_only=True)
         low, high = labels.aminmax()
         if bool(low < -1) or bool(high >= num_neurons) or bool((labels != labels.round()).any()):
-            raise ValueError(
-                f"{name} neuron indices (column 1) must be integers in [0, {num_neurons}) or -1 "
-                "(padding)"
-            )
+            raise_index_problems(BAD_LABEL, name, None, num_neurons, labels_only=True)
     return labels.long()
 
 
@@ -335,20 +367,22 @@ def validate_index_events(events, duration, num_neurons, name="events"):
     _check_index_shape(events, name)
     if events.numel() == 0:
         return
+
+    def fail(flag):
+        raise_index_problems(flag, name, duration, num_neurons)
+
     # one reduction first: a sum of in-range entries is finite (see validate_events)
     if not bool(torch.isfinite(events.sum())) and not bool(torch.isfinite(events).all()):
-        raise ValueError(f"{name} contains NaN or infinite entries")
+        fail(NONFINITE_TIME)
     times = events[..., 0]
     t_min, t_max = times.aminmax()
     if bool(t_min < 0) or bool(t_max > duration):
-        raise ValueError(f"{name} has spike times outside [0, duration={float(duration)}]")
+        fail(TIME_OUTSIDE)
     if bool((times[..., 1:] < times[..., :-1]).any()):
-        raise ValueError(f"{name} spike times must be sorted in increasing order along dim -2")
+        fail(UNSORTED)
     labels = _index_labels(events, num_neurons, name)
     if bool(((labels < 0) & (times < duration)).any()):
-        raise ValueError(
-            f"{name} has padding rows (index -1) at times before duration={float(duration)}"
-        )
+        fail(EARLY_PADDING)
 
 
 def _exact_marks(marks):

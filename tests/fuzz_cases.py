@@ -33,6 +33,7 @@ from pyro_spikes.distributions import (
 from pyro_spikes.distributions.scan import _blocked_scan
 from pyro_spikes.distributions.hawkes import _hawkes_sums_torch
 from pyro_spikes.distributions.spiking import _likelihood_sums_torch
+from pyro_spikes.spikes import raise_index_problems
 
 torch.set_num_threads(1)
 MAX_EXAMPLES = 25
@@ -316,6 +317,52 @@ def check_hawkes_terms(case):
     args = (a["times"], a["labels"], a["mu"], a["alpha"], a["beta"], (0.0, 2.0))
     agrees_with_torch(kernels.hawkes_terms, args + (_hawkes_sums_torch,), {},
                       lambda: _hawkes_sums_torch(*args), a["times"].dtype)
+
+
+@st.composite
+def index_rows_case(draw):
+    n, k, d = draw(st.integers(0, 3)), draw(st.integers(0, 8)), draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from(DTYPES))
+    duration = draw(st.sampled_from([1.0, 2.0]))
+    times = values(draw, (n, k), dtype, 0, duration, special=0.3).sort(-1).values
+    if draw(st.booleans()) and times.numel():  # sometimes unsorted
+        times = times.flip(-1)
+    labels = torch.tensor(draw(st.lists(st.integers(-1, d - 1), min_size=n * k,
+                                        max_size=n * k)), dtype=dtype).reshape(n, k)
+    if labels.numel() and draw(st.floats(0, 1)) < 0.3:  # a bad index: fractional, large, NaN
+        labels.view(-1)[draw(st.integers(0, labels.numel() - 1))] = draw(
+            st.sampled_from([0.5, -0.5, -2.0, float(d), math.nan, math.inf]))
+    pad = labels < 0  # padding at the duration, mostly
+    if draw(st.floats(0, 1)) < 0.8:
+        times = torch.where(pad, torch.full_like(times, duration), times)
+    events = torch.stack([times, labels], -1)
+    if draw(st.booleans()):  # not contiguous
+        events = events.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return events, duration, d
+
+
+def check_index_rows(case):
+    """The compiled scan raises what validate_index_events raises, and otherwise returns its
+    labels and trim_padding's rows."""
+    if not kernels.has_compiled_loops():
+        return
+    events, duration, d = case
+
+    def error(fn):
+        try:
+            fn()
+        except ValueError as e:
+            return str(e)
+        return None
+
+    with kernels.compiled_loops(True):
+        flags, labels, keep = kernels.index_rows(events, duration, d)
+    want = error(lambda: validate_index_events(events, duration, d, name="value"))
+    assert error(lambda: raise_index_problems(flags, "value", duration, d)) == want
+    if events.numel():
+        assert keep == trim_padding(events, duration, "index").shape[-2]
+    if want is None:
+        assert torch.equal(labels, events[..., 1].long())
 
 
 @st.composite
@@ -607,6 +654,7 @@ GROUPS = {
     "spiking_terms": (terms_case(), check_spiking_terms),
     "hawkes_chunk": (hawkes_chunk_case(), check_hawkes_chunk),
     "hawkes_terms": (hawkes_terms_case(), check_hawkes_terms),
+    "index_rows": (index_rows_case(), check_index_rows),
     "poisson": (poisson_case(), check_poisson),
     "hawkes": (hawkes_case(), check_hawkes),
     "spiking": (spiking_case(), check_spiking),

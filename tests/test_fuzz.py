@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXAMPLES = 60
 KERNEL_GROUPS = ("thinning_loop,relaxed_adjoint,exp_decay_scan,spiking_terms,hawkes_chunk,"
-                 "hawkes_terms")
+                 "hawkes_terms,index_rows")
 PROCESS_GROUPS = "poisson,hawkes,spiking,stochastic_lif,layout"
 
 

@@ -410,3 +410,74 @@ def test_compiled_hawkes_terms_over_a_long_window(dtype):
     tol = 1e-10 if dtype == torch.float64 else 2e-4
     for a, b in list(zip(fast, slow)) + list(zip(g_fast, g_slow)):
         assert torch.allclose(a.double(), b, rtol=tol, atol=tol), (a, b)
+
+
+@needs_compiled
+@pytest.mark.parametrize("beta", [0.3, 40.0])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_one_long_sequence_split_in_time_equals_one_pass(beta, threads, monkeypatch):
+    # one long sequence runs as chunks in parallel, each starting from the traces that the
+    # earlier chunks leave (computed in a first pass): values and first derivatives (in beta
+    # too) equal the one-thread pass and the PyTorch formulas; with beta = 40 the traces are
+    # re-referenced many times within a chunk, and the last chunk holds padding only
+    from pyro_spikes.distributions.hawkes import _hawkes_sums_torch
+
+    monkeypatch.setattr(kernels, "_HAWKES_CHUNK", 64)
+    g = torch.Generator().manual_seed(13)
+    k, d, dt = 1200, 3, torch.float64
+    times = (torch.rand(1, k, generator=g, dtype=dt) * 300).sort(-1).values
+    times[0, 11] = times[0, 10]  # a tie
+    labels = torch.randint(0, d, (1, k), generator=g)
+    labels[:, 750:], times[:, 750:] = -1, 300.0
+    mu = torch.rand(1, d, generator=g, dtype=dt) + 0.2
+    alpha = torch.rand(d, d, generator=g, dtype=dt) * 0.3
+    params = (mu, alpha, torch.tensor([beta], dtype=dt))
+    w = torch.randn(2, 1, d, generator=g, dtype=dt)
+
+    def run(fn, num_threads):
+        leaves = [x.clone().requires_grad_() for x in params]
+        old = torch.get_num_threads()
+        torch.set_num_threads(num_threads)
+        try:
+            mark_sum, integral = fn(times, labels, *leaves, (0.0, 300.0))
+        finally:
+            torch.set_num_threads(old)
+        loss = (mark_sum * w[0]).sum() + (integral * w[1]).sum()
+        return [mark_sum.detach(), integral.detach(), *torch.autograd.grad(loss, leaves)]
+
+    def compiled(*args):
+        return kernels.hawkes_terms(*args, _hawkes_sums_torch)
+
+    with compiled_loops(True):
+        split, one = run(compiled, threads), run(compiled, 1)
+    with compiled_loops(False):
+        ref = run(_hawkes_sums_torch, 1)
+    for a, b, c in zip(split, one, ref):
+        assert torch.allclose(a, b, rtol=1e-11, atol=1e-11)
+        assert torch.allclose(a, c, rtol=1e-10, atol=1e-10)
+
+
+@needs_compiled
+def test_compiled_hawkes_sums_accumulate_in_float64_for_float32():
+    # 100,000 events: a float32 running sum of 1 / lambda would be off by ~1e-2 relative;
+    # the kernel sums over events in double whatever the dtype, so float32 parameters get the
+    # float64 answer to float32's own rounding of each term
+    from pyro_spikes.distributions.hawkes import _hawkes_sums_torch
+
+    g = torch.Generator().manual_seed(14)
+    k, d = 100_000, 3
+    times = (torch.rand(1, k, generator=g, dtype=torch.float64) * 1e4).sort(-1).values
+    labels = torch.randint(0, d, (1, k), generator=g)
+    params = (torch.rand(1, d, generator=g, dtype=torch.float64) + 0.5,
+              torch.rand(d, d, generator=g, dtype=torch.float64) * 0.2,
+              torch.tensor([2.0], dtype=torch.float64))
+    out = {}
+    for dt in (torch.float32, torch.float64):
+        leaves = [x.to(dt).requires_grad_() for x in params]
+        with compiled_loops(True):
+            mark_sum, integral = kernels.hawkes_terms(times.to(dt), labels, *leaves,
+                                                      (0.0, 1e4), _hawkes_sums_torch)
+        grads = torch.autograd.grad((mark_sum - integral).sum(), leaves)
+        out[dt] = [mark_sum.detach(), *grads]
+    for a, b in zip(out[torch.float32], out[torch.float64]):
+        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-4)

@@ -4,6 +4,7 @@ import torch
 from pyro.distributions.util import broadcast_shape
 
 from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions.kernels import sequential_threads
 from pyro_spikes.distributions._checks import (
     check_allocation,
     check_num_neurons,
@@ -23,10 +24,15 @@ from pyro_spikes.distributions.point_process import (
     chunk_rows,
     mark_rows,
     mark_sum,
-    sequential_threads,
 )
 from pyro_spikes.distributions.scan import exp_decay_scan
-from pyro_spikes.spikes import _exact_marks, _mark_labels, one_hot_marks
+from pyro_spikes.spikes import (
+    UNSORTED,
+    _exact_marks,
+    _mark_labels,
+    one_hot_marks,
+    raise_index_problems,
+)
 
 __all__ = ["HawkesProcess"]
 
@@ -198,11 +204,11 @@ class HawkesProcess(PointProcess):
         return log_rate, integral
 
     def _terms(self, value):
-        if not value.requires_grad:  # see PointProcess._terms
-            value = self._trim(value)
-        compiled = self._compiled_terms(value)
+        compiled = self._compiled_terms(value)  # trims the value itself
         if compiled is not None:
             return compiled
+        if not value.requires_grad:  # see PointProcess._terms
+            value = self._trim(value)
         return super()._terms(value)
 
     def _compiled_terms(self, value):
@@ -223,16 +229,22 @@ class HawkesProcess(PointProcess):
         ):
             return None
         value = value.to(self.baseline)
-        times = value[..., 0]
-        if times.shape[-1] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
-            return None  # unsorted rows (not validated): the general path sorts them
         if self.layout == "dense":
+            value = self._trim(value)
+            times = value[..., 0]
+            if times.shape[-1] > 1 and bool((times[..., 1:] < times[..., :-1]).any()):
+                return None  # unsorted rows (not validated): the general path sorts them
             marks = value[..., 1:]
             if not _exact_marks(marks):
                 return None  # soft marks: the PyTorch formulas
             labels = _mark_labels(marks)
-        else:
-            labels = self._value_marks(value)
+        else:  # the labels, their order and the padding in one pass
+            flags, labels, keep = kernels.index_rows(value, self.duration, self.num_neurons)
+            raise_index_problems(flags, "value", self.duration, self.num_neurons,
+                                 labels_only=True)
+            if flags & UNSORTED:
+                return None  # unsorted rows (not validated): the general path sorts them
+            times, labels = value[..., :keep, 0], labels[..., :keep]
         d = self.num_neurons
         shape = torch.Size(broadcast_shape(times.shape[:-1], self.batch_shape))
         n = shape.numel()

@@ -13,7 +13,10 @@ operations batched over sequences; the tests check that both paths agree. The ex
 trace recursion of the log-likelihoods (:func:`~pyro_spikes.distributions.exp_decay_scan`) runs
 here too on the CPU, with its reverse recursion as the gradient, and so does the whole
 :class:`~pyro_spikes.distributions.SpikingPointProcess` log-likelihood with its reverse sweep
-(:func:`spiking_terms`).
+(:func:`spiking_terms`), and the one-pass likelihood of a Hawkes process with one decay
+(:func:`hawkes_terms`; one long sequence is split in time over the threads). The checks of an
+index-layout value, its neuron indices and its trailing padding take one compiled pass over
+its rows (:func:`index_rows`) instead of a dozen PyTorch reductions.
 
 :func:`compiled_loops` switches the compiled path off (or on) for a block of code, e.g. to
 compare the two; the environment variable ``PYRO_SPIKES_COMPILED=0`` switches it off for the
@@ -27,6 +30,7 @@ not match the source's ``VERSION`` is ignored with a warning.
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import math
 import os
 import warnings
@@ -35,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions.util import broadcast_shape
 
-from pyro_spikes.distributions.point_process import sequential_threads
+from pyro_spikes.spikes import _index_labels, raise_index_problems
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 12
+VERSION = 13
 
 
 def _checked(module):
@@ -68,7 +72,9 @@ __all__ = [
     "has_compiled_loops",
     "hawkes_chunk",
     "hawkes_terms",
+    "index_rows",
     "relaxed_adjoint",
+    "sequential_threads",
     "spiking_terms",
     "thinning_loop",
 ]
@@ -77,6 +83,32 @@ __all__ = [
 _enabled = contextvars.ContextVar(
     "pyro_spikes_compiled_loops", default=os.environ.get("PYRO_SPIKES_COMPILED", "1") != "0"
 )
+
+# ATen's default grain size: elementwise ops on fewer elements gain nothing from intra-op threads
+_SMALL_STEP = 32768
+
+
+@contextlib.contextmanager
+def sequential_threads(step_numel):
+    """
+    Run a sequential sampling loop single-threaded when its per-step tensors are small.
+
+    A thinning loop issues thousands of operations on ``step_numel`` elements each. Below ATen's
+    grain size threads cannot speed them up, but some CPU kernels still open a parallel region,
+    which costs milliseconds per operation when the cores are shared with other processes. The
+    previous thread count is restored on exit. (This sets torch's process-wide intra-op thread
+    count, so it is skipped when the loop is large enough to use threads.)
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or step_numel > _SMALL_STEP:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 #: decision rules of :func:`thinning_loop`
 EXACT, RELAXED = 0, 1
@@ -140,6 +172,44 @@ def _check_labels(name, labels, num_neurons):
         if int(low) < -1 or int(high) >= num_neurons:
             raise ValueError(f"{name} must lie in [-1, {num_neurons}), got [{int(low)}, "
                              f"{int(high)}]")
+
+
+def index_rows(events, duration, num_neurons, labels=True):
+    """
+    One compiled pass over index-layout ``events`` ``(..., K, 2)`` (a CPU float tensor, see
+    :func:`compiled_for`) that does the work of :func:`~pyro_spikes.validate_index_events`,
+    of reading the neuron indices and of :func:`~pyro_spikes.trim_padding` at once (about 1 ns
+    per row, where the PyTorch checks take a dozen passes over the data).
+
+    :returns: ``(flags, labels, keep)``: the problems found as the bit flags of
+        ``pyro_spikes.spikes`` (``raise_index_problems`` there raises them), the int64 indices
+        ``(..., K)`` (-1: padding, or an invalid index, flagged), and the number of leading
+        rows that hold every realisation's last spike (at least 1); ``labels=False``: ``None``
+        in place of the indices (a faster pass that writes nothing).
+    """
+    if not compiled_for(events) or events.dim() < 2 or events.shape[-1] != 2:
+        raise ValueError("index_rows needs compiled loops and events of shape (..., K, 2), "
+                         f"got {events.dtype} {tuple(events.shape)} on {events.device}")
+    events = events.contiguous()
+    k = events.shape[-2]
+    n = events.shape[:-2].numel()
+    out = torch.empty(events.shape[:-1], dtype=torch.long) if labels else None
+    flags, keep = _compiled.index_scan(events.dtype == torch.float64, n, k, int(num_neurons),
+                                       events.data_ptr(), float(duration),
+                                       out.data_ptr() if labels else 0)
+    return flags, out, keep
+
+
+def checked_index_labels(events, duration, num_neurons, name="value"):
+    """
+    The int64 neuron indices of index-layout ``events``, their range checked (compiled where
+    :func:`compiled_for` says so, else in PyTorch operations).
+    """
+    if compiled_for(events):
+        flags, labels, _ = index_rows(events, duration, num_neurons)
+        raise_index_problems(flags, name, duration, num_neurons, labels_only=True)
+        return labels
+    return _index_labels(events, num_neurons, name)
 
 
 def _vjp_through(outputs, inputs, wanted, grad_outputs):
@@ -223,11 +293,18 @@ def _for_sequences(n, work, call):
     if threads <= 1 or work < _PARALLEL_WORK:
         call(0, n)
         return
-    if not _pool or _pool[0] < threads:
-        _pool[:] = [threads, concurrent.futures.ThreadPoolExecutor(max_workers=threads)]
     bounds = [n * i // threads for i in range(threads + 1)]
-    futures = [_pool[1].submit(call, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-    for future in futures:
+    _parallel([functools.partial(call, a, b) for a, b in zip(bounds, bounds[1:]) if b > a])
+
+
+def _parallel(calls):
+    """Run the thunks ``calls`` on the thread pool (the compiled loops release the GIL)."""
+    if len(calls) == 1:
+        calls[0]()
+        return
+    if not _pool or _pool[0] < len(calls):
+        _pool[:] = [len(calls), concurrent.futures.ThreadPoolExecutor(max_workers=len(calls))]
+    for future in [_pool[1].submit(call) for call in calls]:
         future.result()
 
 
@@ -517,6 +594,69 @@ def hawkes_terms(times, labels, mu, alpha, beta, window, torch_terms):
     return _HawkesTerms.apply(times, labels, mu, alpha, beta, (t0, t1), torch_terms)
 
 
+# events per chunk below which one long Hawkes sequence is not split over threads
+_HAWKES_CHUNK = 1 << 15
+
+
+def _hawkes_chunks(times, labels, mu, alpha, beta, window, want_beta, outs, chunks):
+    """
+    :func:`hawkes_terms` of one sequence ``(1, K)`` split in time into ``chunks`` that run in
+    parallel. The traces are linear in the events, so a first parallel pass computes each
+    chunk's own contribution to them (one exponential per event), a sequential combination
+    gives the traces every chunk starts from, and a second parallel pass computes the terms
+    (see ``hawkes_terms`` in ``_kernels_impl.h``). The chunks' sums add up; the compensator
+    comes from the summed :math:`s` and the last chunk's traces. Writes ``outs`` in place.
+    """
+    k, d = times.shape[-1], mu.shape[-1]
+    f64 = times.dtype == torch.float64
+    bounds = [k * c // chunks for c in range(chunks + 1)]
+    parts = [[x.new_empty(x.shape) for x in outs] for _ in range(chunks)]
+    states = [times.new_empty(2 * d + 1) for _ in range(chunks)]
+
+    def run(c, init, ref0, state_out, finish, terms):
+        a, b = bounds[c], bounds[c + 1]
+        _compiled.hawkes_terms(
+            f64, 1, b - a, d, times[0, a:].data_ptr(), labels[0, a:].data_ptr(), mu.data_ptr(),
+            d, alpha.data_ptr(), 0, beta.data_ptr(), 1, window[0], window[1], int(want_beta),
+            *(x.data_ptr() for x in parts[c]), init.data_ptr() if init is not None else 0,
+            ref0, state_out.data_ptr() if state_out is not None else 0, int(finish), int(terms))
+
+    # each chunk's own traces (relative to its reference time, the last entry)
+    _parallel([functools.partial(run, c, None, 0.0, states[c], False, False)
+               for c in range(chunks - 1)])
+    bt = float(beta.reshape(-1)[0])
+    starts, start = [None], None
+    for c in range(chunks - 1):  # the traces just after chunk c: earlier ones decayed + own
+        own = states[c]
+        if start is None:
+            start = own
+        else:
+            ref = max(float(start[-1]), float(own[-1]))
+            start = _shift_traces(start, ref, bt, d) + _shift_traces(own, ref, bt, d)
+            start[-1] = ref
+        starts.append(start)
+    _parallel([functools.partial(run, c, starts[c], float(starts[c][-1]) if c else 0.0, None,
+                                 c == chunks - 1, True) for c in range(chunks)])
+    mark_sum, integral, j_mu, j_alpha, j_beta, s, s_prime = outs
+    for total, i in ((mark_sum, 0), (j_mu, 2), (j_alpha, 3), (j_beta, 4), (s, 5)):
+        torch.sum(torch.stack([p[i] for p in parts]), 0, out=total)
+    s_prime.copy_(parts[-1][6])
+    al = alpha.reshape(d, d)
+    integral.copy_(mu * (window[1] - window[0]) + (al @ s[0]).unsqueeze(0))
+
+
+def _shift_traces(state, ref, beta, d):
+    """Traces ``(A, C, r)`` re-referenced to the later time ``ref`` (``A e, (C + (ref - r) A) e``
+    with ``e = exp(-beta (ref - r))``); the last entry is left for the caller."""
+    delta = ref - float(state[-1])
+    e = math.exp(-beta * delta)
+    out = state.clone()
+    a = state[:d]
+    out[:d] = e * a
+    out[d:2 * d] = e * (state[d:2 * d] + delta * a)
+    return out
+
+
 class _HawkesTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, times, labels, mu, alpha, beta, window, torch_terms):
@@ -536,10 +676,14 @@ class _HawkesTerms(torch.autograd.Function):
                 times.dtype == torch.float64, b - a, k, d, _at(times, a), _at(labels, a),
                 _at(mu_c, a), d, _at(alpha_c, a) if batched else alpha_c.data_ptr(),
                 d * d if batched else 0, _at(beta_c, a), 1, window[0], window[1],
-                int(want_beta), *(_at(x, a) for x in outs),
+                int(want_beta), *(_at(x, a) for x in outs), 0, 0.0, 0, 1, 1,
             )
 
-        if n:
+        threads = min(torch.get_num_threads(), k // _HAWKES_CHUNK)
+        if n == 1 and threads > 1:  # one long sequence: chunks of it in parallel
+            _hawkes_chunks(times, labels, mu_c, alpha_c, beta_c, window, want_beta, outs,
+                           threads)
+        elif n:
             _for_sequences(n, n * max(k, 1) * d, call)
         ctx.save_for_backward(times, labels, mu, alpha, beta, j_mu, j_alpha, j_beta, s, s_prime)
         ctx.window, ctx.torch_terms = window, torch_terms

@@ -10,13 +10,14 @@ import torch.utils.checkpoint
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape
 
+from pyro_spikes.distributions import kernels
 from pyro_spikes.distributions._checks import check_allocation
 from pyro_spikes.distributions.constraints import index_spike_trains, spike_trains
 from pyro_spikes.distributions.unavailable import NoMoments
 from pyro_spikes.spikes import (
-    _index_labels,
     check_layout,
     one_hot_marks,
+    raise_index_problems,
     trim_padding,
     validate_events,
     validate_index_events,
@@ -163,32 +164,6 @@ class Stream:
         self.shape, self.cand = shape, cand
         self.times, self.is_cand = times, is_cand
         self.merged_times = self.perm = self.from_cand = self.base = None
-
-
-# ATen's default grain size: elementwise ops on fewer elements gain nothing from intra-op threads
-_SMALL_STEP = 32768
-
-
-@contextlib.contextmanager
-def sequential_threads(step_numel):
-    """
-    Run a sequential sampling loop single-threaded when its per-step tensors are small.
-
-    A thinning loop issues thousands of operations on ``step_numel`` elements each. Below ATen's
-    grain size threads cannot speed them up, but some CPU kernels still open a parallel region,
-    which costs milliseconds per operation when the cores are shared with other processes. The
-    previous thread count is restored on exit. (This sets torch's process-wide intra-op thread
-    count, so it is skipped when the loop is large enough to use threads.)
-    """
-    threads = torch.get_num_threads()
-    if threads == 1 or step_numel > _SMALL_STEP:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 _CAPACITY_STACK = []
@@ -427,7 +402,12 @@ class PointProcess(NoMoments, TorchDistribution):
             raise ValueError(f"value must be a torch.Tensor, got {type(value).__name__}")
         # any number of rows: padding rows carry no information (see the class docstring)
         if self.layout == "index":
-            validate_index_events(value, self.duration, self.num_neurons, name="value")
+            if kernels.compiled_for(value):  # the same checks in one compiled pass
+                flags = kernels.index_rows(value, self.duration, self.num_neurons,
+                                           labels=False)[0]
+                raise_index_problems(flags, "value", self.duration, self.num_neurons)
+            else:
+                validate_index_events(value, self.duration, self.num_neurons, name="value")
         else:
             # log_prob extends linearly to soft marks (relaxed histories): the sub-simplex
             validate_events(value, self.duration, self.num_neurons, relaxed=True, name="value")
@@ -556,7 +536,8 @@ class PointProcess(NoMoments, TorchDistribution):
         ``validate_args`` says, since a label out of range would index out of bounds).
         """
         if self.layout == "index":
-            return self._embed_labels(_index_labels(events, self.num_neurons, "value"))
+            return self._embed_labels(
+                kernels.checked_index_labels(events, self.duration, self.num_neurons))
         return self._embed(events[..., 1:])
 
     def _select(self, x):
@@ -678,6 +659,9 @@ class PointProcess(NoMoments, TorchDistribution):
 
     def _trim(self, value):
         """``value`` without its trailing padding rows (see :func:`~pyro_spikes.trim_padding`)."""
+        if self.layout == "index" and kernels.compiled_for(value):
+            keep = kernels.index_rows(value, self.duration, self.num_neurons, labels=False)[2]
+            return value[..., :keep, :]
         return trim_padding(value, self.duration, self.layout)
 
     def log_prob(self, value):

@@ -14,12 +14,12 @@ from pyro_spikes.distributions.point_process import (
     chunk_rows,
     mark_rows,
     mark_sum,
-    sequential_threads,
     stream_terms,
     uniform_order_statistics,
 )
 from pyro_spikes.distributions.poisson import _poisson_capacity
 from pyro_spikes.distributions import kernels
+from pyro_spikes.distributions.kernels import sequential_threads
 from pyro_spikes.distributions._checks import (
     check_same_dtype,
     check_sampling_params,
