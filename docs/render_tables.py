@@ -185,7 +185,8 @@ def recordings_hawkes():
                      f"{row['loss_rel_diff']:.1e}", f"{row['grad_max_abs_diff']:.1e}"])
     note = (f"``HawkesProcess(..., layout=\"index\").log_prob`` and its gradient in the "
             f"baseline and adjacency against tick {r['tick']}'s ``ModelHawkesExpKernLogLik``"
-            f" ``loss`` and ``grad`` (after ``fit``) on the same events: the first evaluation "
+            f" ``loss`` and ``grad`` (after ``fit``) on the same events, both on "
+            f"{r['settings']['threads']} threads (tick's ``n_threads``): the first evaluation "
             f"and the best of the repeated ones. Run: {provenance(record)}.")
     return rst_list_table(header, rows) + "\n" + note + "\n"
 
