@@ -18,11 +18,15 @@ drawn in float64 and cast), for
 * the same start without excitatory hidden-to-hidden weights, and without either basis.
 
 Run with ``PYTHONPATH=. python benchmarks/pathwise_tail.py [--quick]`` (a few minutes at the
-defaults on one core).
+defaults on one core); ``--out FILE`` writes every number (with the command, commit and
+machine) to a results file, which ``docs/render_tables.py`` renders on
+:doc:`pathwise_tail`.
 """
 
 import argparse
 import contextlib
+import os
+import sys
 import time
 
 import pyro
@@ -30,8 +34,15 @@ import torch
 from pyro import poutine
 from tqdm import tqdm
 
-from pyro_spikes.models import SNN
-from pyro_spikes.models.paper import kajino_ground_truth
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import pyro_spikes  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, ROOT)
+
+from pyro_spikes.models import SNN  # noqa: E402
+from pyro_spikes.models.paper import kajino_ground_truth  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -112,11 +123,6 @@ def tail(g):
     return float((norm > 10 * med).double().mean()), float(norm.max() / med), float(med)
 
 
-def row(label, g):
-    share, ratio, med = tail(g)
-    print(f"| {label} | {share:.3f} | {ratio:.3g} | {med:.4g} |", flush=True)
-
-
 def main(args):
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -124,6 +130,14 @@ def main(args):
           f"sequences, T = {args.duration:g}, {args.num_draws} draws on the same noise\n")
     print("| case | share > 10x median | max / median | median norm |")
     print("|---|---:|---:|---:|")
+    rows = []
+
+    def row(label, g):
+        share, ratio, med = tail(g)
+        rows.append({"case": label, "share_over_10x_median": share, "max_over_median": ratio,
+                     "median_norm": med})
+        print(f"| {label} | {share:.3f} | {ratio:.3g} | {med:.4g} |", flush=True)
+
     g64, l64 = draws(args, torch.float64, desc="prior f64")
     g32, l32 = draws(args, torch.float32, desc="prior f32")
     row("Kajino's guide, float64", g64)
@@ -132,9 +146,9 @@ def main(args):
     s32, sl32 = draws(args, torch.float32, "separate", desc="separate f32")
     with log_y_from_marks():
         y32, yl32 = draws(args, torch.float32, "separate", desc="separate f32 from y")
-    row("separate guide, float64", s64)
-    row("separate guide, float32, log marks", s32)
-    row("separate guide, float32, from y", y32)
+    row("separate guide (same values), float64", s64)
+    row("separate guide, float32, densities from the log marks (now)", s32)
+    row("separate guide, float32, densities from y (before)", y32)
     for tau in args.temperatures:
         row(f"Kajino's guide, float64, temperature {tau:g}",
             draws(args, torch.float64, temperature=tau, desc=f"tau {tau}")[0])
@@ -151,27 +165,40 @@ def main(args):
             return w
         return f
 
-    row("no excitatory hidden->hidden weight, float64",
+    row("no excitatory hidden-to-hidden weight, float64",
         draws(args, torch.float64, weight_fn=no_hidden_excitation, desc="no excitation")[0])
-    row("slow basis (tau_l = 5) weights zeroed, float64",
+    row("slow basis (tau_l = 5) weights set to 0, float64",
         draws(args, torch.float64, weight_fn=without(1), desc="no slow basis")[0])
-    row("fast basis (tau_l = 1) weights zeroed, float64",
+    row("fast basis (tau_l = 1) weights set to 0, float64",
         draws(args, torch.float64, weight_fn=without(0), desc="no fast basis")[0])
 
     def rel(a, b):
         return (a - b).norm(dim=1) / b.norm(dim=1)
 
     print("\nfloat32 against float64 on the same noise (median [max] over draws)")
+    pairs = []
     for label, a, b, la, lb in (
         ("Kajino's guide", g32, g64, l32, l64),
-        ("separate guide, log marks", s32, s64, sl32, sl64),
-        ("separate guide, from y", y32, s64, yl32, sl64),
+        ("separate guide, densities from the log marks (now)", s32, s64, sl32, sl64),
+        ("separate guide, densities from y (before)", y32, s64, yl32, sl64),
     ):
         r, dl = rel(a, b), (la - lb).abs()
+        pairs.append({"case": label, "grad_rel_error_median": float(r.median()),
+                      "grad_rel_error_max": float(r.max()),
+                      "log_q_diff_median": float(dl.median()),
+                      "log_q_diff_max": float(dl.max())})
         print(f"  {label}: gradient relative error {float(r.median()):.3g} "
               f"[{float(r.max()):.3g}], |log q difference| {float(dl.median()):.3g} "
               f"[{float(dl.max()):.3g}] nats (summed over the sequences)")
-    print(f"\n{time.perf_counter() - t0:.0f} s")
+    seconds = time.perf_counter() - t0
+    print(f"\n{seconds:.0f} s")
+    if args.out:
+        settings = {k: getattr(args, k) for k in ("data_seed", "model_seed", "noise_seed",
+                                                  "num_sequences", "duration", "num_draws",
+                                                  "temperatures", "threads", "quick")}
+        write_results(args.out, {"settings": settings, "tail": rows, "float32_vs_float64": pairs,
+                                 "seconds": seconds})
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
@@ -186,6 +213,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true",
                         help="1 sequence, T = 5, 4 draws (a smoke test)")
+    parser.add_argument("--out", default=None, help="write the results file (JSON) here")
     args = parser.parse_args()
     if args.quick:
         args.num_sequences, args.duration, args.num_draws = 1, 5.0, 4

@@ -138,18 +138,30 @@ def test_tail_statistic_float32_float64_and_its_cause():
     assert float(n.max() / n.median()) < 3
 
 
-def test_pathwise_tail_benchmark_smoke():
+def test_pathwise_tail_benchmark_smoke(tmp_path):
+    # the script prints and writes every number of the two tables of docs/pathwise_tail.rst
+    import json
     import os
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "tail.json"
     proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "pathwise_tail.py"),
-                           "--quick"], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1"))
+                           "--quick", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| Kajino's guide, float32 |" in proc.stdout
-    assert "separate guide, from y: gradient relative error" in proc.stdout
+    record = json.loads(out.read_text())
+    assert record["run"]["command"].startswith("python benchmarks/pathwise_tail.py --quick")
+    result = record["results"]
+    assert len(result["tail"]) == 10 and len(result["float32_vs_float64"]) == 3
+    for row in result["tail"]:  # 4 draws: shares are multiples of 1/4, the max >= the median
+        assert row["share_over_10x_median"] * 4 == round(row["share_over_10x_median"] * 4)
+        assert row["max_over_median"] >= 1 and row["median_norm"] > 0
+    before = result["float32_vs_float64"][2]
+    assert before["case"].endswith("(before)") and before["grad_rel_error_median"] > 0
+    assert f"{before['case']}: gradient relative error" in proc.stdout
 
 
 def test_log_prob_from_log_marks_equals_from_marks_and_finite_differences():
