@@ -141,6 +141,39 @@ def gradient_variance_benchmarks():
 
 # ---------------------------------------------------------------- long recordings
 
+PATHWISE_TAIL = "docs/results/pathwise_tail/pathwise_tail.json"
+
+
+def _tail_settings(r):
+    s = r["settings"]
+    return (f"data network {s['data_seed']}, start {s['model_seed']}, {s['num_sequences']} "
+            f"sequences of :math:`T = {s['duration']:g}`, {s['num_draws']} draws on the same "
+            f"noise (seed {s['noise_seed']})")
+
+
+def pathwise_tail():
+    record = load(PATHWISE_TAIL)
+    r = record["results"]
+    header = ["case", "share > 10x median", "max / median", "median norm"]
+    rows = [[row["case"], num(row["share_over_10x_median"], 2), num(row["max_over_median"]),
+             num(row["median_norm"])] for row in r["tail"]]
+    return (rst_list_table(header, rows) + "\n" + _tail_settings(r)
+            + f". Run: {provenance(record)}.\n")
+
+
+def pathwise_tail_float32():
+    record = load(PATHWISE_TAIL)
+    r = record["results"]
+    header = ["case", "gradient relative error",
+              ":math:`|\\log q_{32} - \\log q_{64}|` (nats, all sequences)"]
+    rows = [[row["case"],
+             f"{num(row['grad_rel_error_median'], 2)} [{num(row['grad_rel_error_max'], 2)}]",
+             f"{num(row['log_q_diff_median'])} [{num(row['log_q_diff_max'])}]"]
+            for row in r["float32_vs_float64"]]
+    return (rst_list_table(header, rows) + "\n" + _tail_settings(r)
+            + f"; median [max] over the draws. Run: {provenance(record)}.\n")
+
+
 RECORDINGS = "docs/results/recordings/recordings.json"
 
 
@@ -602,6 +635,8 @@ def mutation_survivors():
 
 
 RENDERERS = {
+    "pathwise-tail": (pathwise_tail, [PATHWISE_TAIL]),
+    "pathwise-tail-float32": (pathwise_tail_float32, [PATHWISE_TAIL]),
     "mutation-score": (mutation_score, [MUTATION]),
     "mutation-survivors": (mutation_survivors, [MUTATION]),
     "examples-times": (examples_times, [EXAMPLE_TIMES]),

@@ -22,7 +22,6 @@ LEGACY_TABLES = {
     "docs/benchmarks.rst": 1,
     "docs/gradient_families.rst": 2,
     "docs/kajino.rst": 2,
-    "docs/pathwise_tail.rst": 2,
 }
 
 
