@@ -75,6 +75,7 @@ from pyro_spikes.distributions import (  # noqa: E402
     StochasticLIF,
 )
 from pyro_spikes.nn import SmoothGateSNN  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 
 DTYPE = torch.float64
 
@@ -406,6 +407,21 @@ def main(args):
               f"{r['seconds']:.3g} | {fam.bias_note} |")
 
     os.makedirs(args.out, exist_ok=True)
+    # the numbers of the docs' tables (docs/render_tables.py renders them from this file)
+    path = os.path.join(args.out, "gradient_families.json")
+    write_results(path, {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")},
+        "families": [{
+            "key": KEYS[i], "name": r["family"].name, "init_param": r["init_param"],
+            "final_param": r["final_param"], "init_rate": r["init_rate"],
+            "rate_mean": r["rate_mean"], "rate_sd": r["rate_sd"],
+            "stochastic": r["family"].stochastic, "grad_mean": r["grad_mean"],
+            "grad_std": r["grad_std"], "reference": r["ref_grad"][0],
+            "reference_se": r["ref_grad"][1], "relative_std": relative_std(r),
+            "seconds_per_estimate": r["seconds"],
+        } for (i, _), r in zip(chosen, results)],
+    })
+    print(f"saved {path}")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for r in results:
         h = r["history"]

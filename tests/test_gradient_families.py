@@ -1,6 +1,7 @@
 """Tests of examples/gradient_families.py: smoke run, gradient agreement, training progress."""
 
 import importlib.util
+import json
 import math
 import os
 
@@ -43,6 +44,13 @@ def test_smoke(tmp_path, capsys):
     results = gf.main(args)
     assert (tmp_path / "gradient_families.png").stat().st_size > 0
     assert len(results) == 5
+    # the results file holds the numbers of the docs' table, in the same order
+    record = json.loads((tmp_path / "gradient_families.json").read_text())
+    rows = record["results"]["families"]
+    assert [row["key"] for row in rows] == gf.KEYS
+    for row, r in zip(rows, results):
+        assert row["name"] == r["family"].name and row["grad_std"] == r["grad_std"]
+        assert row["relative_std"] == gf.relative_std(r)
     for r in results:
         assert len(r["history"]["loss"]) == 2
         for key in ["rate_mean", "grad_mean", "grad_std", "seconds", "final_param"]:
