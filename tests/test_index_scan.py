@@ -17,6 +17,15 @@ from pyro_spikes.spikes import _index_labels, raise_index_problems
 pytestmark = pytest.mark.skipif(not kernels.has_compiled_loops(),
                                 reason="pyro_spikes._kernels was not built")
 
+
+
+@pytest.fixture(autouse=True)
+def _compiled():
+    """The compiled path on (the PyTorch one is asked for by name where compared)."""
+    with kernels.compiled_loops(True):
+        yield
+
+
 T = 1.0
 EDITS = {
     "unsorted": lambda e: e.__setitem__((0, 1, 0), 0.05),
