@@ -24,6 +24,7 @@ renders (``tests/test_results_tables.py`` runs the check).
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -140,6 +141,71 @@ def gradient_variance_benchmarks():
 
 
 # ---------------------------------------------------------------- long recordings
+
+GRADIENT_FAMILIES = "docs/results/gradient_families/gradient_families.json"
+#: the temperature sweep of the relaxed family: one run per temperature
+GF_TEMPERATURES = ["0.05", "0.1", "0.3", "1"]
+GF_SWEEP = [f"docs/results/gradient_families/tau_{t}/gradient_families.json"
+            for t in GF_TEMPERATURES]
+_GF_NAMES = {"reinforce": "REINFORCE", "relaxed": "relaxed, :math:`\\tau = {tau:g}`",
+             "escape": "event gradients, SLIF escape noise",
+             "threshold": "event gradients, SLIF threshold + Brownian",
+             "gate": "smooth gate (QIF)"}
+_GF_REFERENCE = {"reinforce": "closed form", "relaxed": "closed form",
+                 "escape": "finite difference", "threshold": "finite difference",
+                 "gate": "rate formula"}
+
+
+def _signed(x, digits=3):
+    """``num`` with a typographic minus sign."""
+    return num(x, digits).replace("-", "\u2212")
+
+
+def gradient_families():
+    record = load(GRADIENT_FAMILIES)
+    r = record["results"]
+    header = ["family", ":math:`\\theta`: init \u2192 final", "rate at init",
+              "final rate (mean ± sd)",
+              ":math:`d\\mathcal L/d\\theta` at init (mean ± std of one estimate)",
+              "reference :math:`d\\mathcal L/d\\theta`", "std / \\|reference\\|",
+              "s / estimate"]
+    rows = []
+    for f in r["families"]:
+        key = f["key"]
+        stochastic = f["stochastic"]
+        ref = _signed(f["reference"]) + (f" ± {num(f['reference_se'], 2)}"
+                                         if f["reference_se"] > 0 else "")
+        rows.append([
+            _GF_NAMES[key].format(tau=r["settings"]["temperature"]),
+            f"{_signed(f['init_param'])} \u2192 {_signed(f['final_param'])}",
+            num(f["init_rate"]),
+            f"{num(f['rate_mean'])} ± {num(f['rate_sd'], 2)}" if stochastic
+            else f"{num(f['rate_mean'])} (deterministic)",
+            f"{_signed(f['grad_mean'])} ± {num(f['grad_std'], 2)}" if stochastic
+            else f"{_signed(f['grad_mean'])} (deterministic)",
+            f"{ref} ({_GF_REFERENCE[key]})",
+            num(f["relative_std"], 2),
+            num(f["seconds_per_estimate"], 2)])
+    return rst_list_table(header, rows) + f"\nRun: {provenance(record)}.\n"
+
+
+def gradient_families_temperature():
+    header = [":math:`\\tau`", ":math:`d\\mathcal L/db` at init (mean ± std)",
+              "std / \\|exact\\|", "trained :math:`\\lambda = a\\sigma(b)`",
+              "final rate (mean ± sd, held-out exact samples)"]
+    rows, runs = [], []
+    for path in GF_SWEEP:
+        record = load(path)
+        r = record["results"]
+        f = r["families"][0]
+        rows.append([f"{r['settings']['temperature']:g}",
+                     f"{_signed(f['grad_mean'])} ± {num(f['grad_std'], 2)}",
+                     num(f["relative_std"], 2),
+                     num(r["settings"]["upper_bound"] / (1 + math.exp(-f["final_param"]))),
+                     f"{num(f['rate_mean'])} ± {num(f['rate_sd'], 2)}"])
+        runs.append(provenance(record))
+    return (rst_list_table(header, rows) + "\nRuns: " + "; ".join(runs) + ".\n")
+
 
 PATHWISE_TAIL = "docs/results/pathwise_tail/pathwise_tail.json"
 
@@ -635,6 +701,8 @@ def mutation_survivors():
 
 
 RENDERERS = {
+    "gradient-families": (gradient_families, [GRADIENT_FAMILIES]),
+    "gradient-families-temperature": (gradient_families_temperature, GF_SWEEP),
     "pathwise-tail": (pathwise_tail, [PATHWISE_TAIL]),
     "pathwise-tail-float32": (pathwise_tail_float32, [PATHWISE_TAIL]),
     "mutation-score": (mutation_score, [MUTATION]),

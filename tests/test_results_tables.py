@@ -20,7 +20,6 @@ RENDER = runpy.run_path(os.path.join(ROOT, "docs", "render_tables.py"))
 # outside a results region fails the test below.
 LEGACY_TABLES = {
     "docs/benchmarks.rst": 1,
-    "docs/gradient_families.rst": 2,
     "docs/kajino.rst": 2,
 }
 
