@@ -140,7 +140,7 @@ def gradient_variance_benchmarks():
             f"{num(max(p[0] for p in rf))}, intervals on :doc:`kajino`).\n")
 
 
-# ---------------------------------------------------------------- long recordings
+# ---------------------------------------------------------------- gradient families
 
 GRADIENT_FAMILIES = "docs/results/gradient_families/gradient_families.json"
 #: the temperature sweep of the relaxed family: one run per temperature
@@ -207,6 +207,8 @@ def gradient_families_temperature():
     return (rst_list_table(header, rows) + "\nRuns: " + "; ".join(runs) + ".\n")
 
 
+# ---------------------------------------------------------------- the path-wise tail
+
 PATHWISE_TAIL = "docs/results/pathwise_tail/pathwise_tail.json"
 
 
@@ -239,6 +241,8 @@ def pathwise_tail_float32():
     return (rst_list_table(header, rows) + "\n" + _tail_settings(r)
             + f"; median [max] over the draws. Run: {provenance(record)}.\n")
 
+
+# ---------------------------------------------------------------- long recordings
 
 RECORDINGS = "docs/results/recordings/recordings.json"
 

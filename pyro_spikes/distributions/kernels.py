@@ -178,9 +178,8 @@ def index_rows(events, duration, num_neurons, labels=True):
     """
     One compiled pass over index-layout ``events`` ``(..., K, 2)`` (a CPU float tensor, see
     :func:`compiled_for`) that does the work of :func:`~pyro_spikes.validate_index_events`,
-    of reading the neuron indices and of :func:`~pyro_spikes.trim_padding` at once (about 5 ns
-    per row on the 2-core development machine, where the PyTorch checks took a dozen passes
-    over the data, about 80 ns per row).
+    of reading the neuron indices and of :func:`~pyro_spikes.trim_padding` at once (the
+    PyTorch checks take a dozen passes over the data).
 
     :returns: ``(flags, labels, keep)``: the problems found as the bit flags of
         ``pyro_spikes.spikes`` (``raise_index_problems`` there raises them), the int64 indices
@@ -612,7 +611,7 @@ def _hawkes_chunks(times, labels, mu, alpha, beta, window, want_beta, outs, chun
     f64 = times.dtype == torch.float64
     bounds = [k * c // chunks for c in range(chunks + 1)]
     parts = [[x.new_empty(x.shape) for x in outs] for _ in range(chunks)]
-    states = [times.new_empty(2 * d + 1) for _ in range(chunks)]
+    states = [times.new_empty(2 * d + 1) for _ in range(chunks - 1)]  # the last: not needed
 
     def run(c, init, ref0, state_out, finish, terms):
         a, b = bounds[c], bounds[c + 1]
