@@ -24,8 +24,9 @@ workers at which communication takes longer than computation. The loopback :math
 network (``--net-latency``, ``--net-bandwidth``; assumptions, not measurements).
 The parameter count of a larger network (``--large-params``) is simulated with the compute of
 the measured model, so its rows are a pessimistic bound (a larger network computes longer
-per step, which helps scaling). ``--quick`` shrinks everything for smoke tests. With ``--out DIR`` a JSON and a figure of the
-simulated speed-up are written.
+per step, which helps scaling). ``--quick`` shrinks everything for smoke tests. With ``--out DIR``
+the results file ``distributed.json`` (every number, with the command, commit and machine;
+the Benchmarks page is rendered from it) and a figure of the simulated speed-up are written.
 """
 
 import argparse
@@ -45,6 +46,8 @@ from pyro.infer import Trace_ELBO
 from pyro_spikes.distributed import SubsampledGuide, SubsampledModel
 from pyro_spikes.models import SNN
 from pyro_spikes.models.paper import kajino_ground_truth
+
+from pyro_spikes.provenance import write_results
 
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
@@ -212,6 +215,7 @@ def main(args):
 def _main(args):
     torch.set_num_threads(1)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    load_start = list(load)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"pyro {pyro.__version__}, Python {platform.python_version()}, 1 torch thread per "
           f"process; load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}")
@@ -295,10 +299,18 @@ def _main(args):
             print(markdown_scaling(rows_s))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"\nload average at the end: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}")
+    import lightning
+
+    result["settings"] = {
+        "duration": duration, "num_sequences": num_seq, "batch_per_worker": per_worker,
+        "steps": steps, "warmup": warmup, "repeats": 2 if quick else args.repeats,
+        "global_batch": global_batch, "large_params": args.large_params,
+        "net_latency": args.net_latency, "net_bandwidth": args.net_bandwidth, "quick": quick,
+        "lightning": lightning.__version__, "dtype": str(torch.get_default_dtype()),
+        "load_average_start": load_start, "load_average_end": list(load)}
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "distributed.json"), "w") as f:
-            json.dump(result, f, indent=1, default=str)
+        # the numbers of the Benchmarks page (docs/render_tables.py renders them from this file)
+        write_results(os.path.join(args.out, "distributed.json"), result)
         import matplotlib
 
         matplotlib.use("Agg")

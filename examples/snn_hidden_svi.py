@@ -43,6 +43,7 @@ At its defaults this example runs in 53 s (peak memory 382 MB) on 2 cores (AMD E
 import argparse
 import math
 import os
+import time
 
 import matplotlib
 
@@ -55,6 +56,7 @@ from tqdm import tqdm  # noqa: E402
 from pyro_spikes.models import SNN  # noqa: E402
 from pyro_spikes.models.paper import kajino_ground_truth  # noqa: E402
 from pyro_spikes.models.training import ESTIMATORS, train  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 
 LABELS = {
     "pathwise": "path-wise (relaxed)",
@@ -81,6 +83,7 @@ def mean_se(values):
 
 
 def main(args):
+    start = time.perf_counter()
     torch.set_num_threads(args.num_threads)
     sizes = sorted(int(s) for s in args.train_sizes.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -156,6 +159,20 @@ def main(args):
                       for size in sizes for c in cols))
 
     os.makedirs(args.out, exist_ok=True)
+    # the numbers of the docs' table (docs/render_tables.py renders them from this file)
+    path = os.path.join(args.out, "snn_hidden_svi.json")
+    write_results(path, {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")},
+        "columns": [{"estimator": e, "guide": g, "label": label[e, g]} for e, g in cols],
+        # per training size and column: the held-out mean of each run seed, in --seeds order
+        "scores": {str(size): [scores[size, e, g] for e, g in cols] for size in sizes},
+        "ess_fraction": {str(size): [ess[size, e, g] for e, g in cols] for size in sizes},
+        "truth": {"mean": truth_mean, "se": truth_se, "ess_fraction": truth_ess,
+                  "smc_spread": mc_spread},
+        "floor": {"per_seed": floor, "mean": floor_mean, "se": floor_se},
+        "seconds": time.perf_counter() - start,
+    })
+    print(f"saved {path}")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     width = 0.03 * (max(sizes) - min(sizes) + 1)
     for k, c in enumerate(cols):

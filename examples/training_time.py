@@ -48,6 +48,7 @@ from tqdm import tqdm  # noqa: E402
 from pyro_spikes.models import SNN  # noqa: E402
 from pyro_spikes.models.paper import kajino_ground_truth  # noqa: E402
 from pyro_spikes.models.training import ESTIMATORS  # noqa: E402
+from pyro_spikes.provenance import write_results  # noqa: E402
 
 LABELS = {
     "pathwise": "path-wise (relaxed)",
@@ -107,6 +108,14 @@ def main(args):
                                          for e in estimators) + f" | {ratio:.2f} |")
 
     os.makedirs(args.out, exist_ok=True)
+    # the numbers of the docs' table (docs/render_tables.py renders them from this file)
+    path = os.path.join(args.out, "training_time.json")
+    write_results(path, {
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "rows": [{"upper_bound": a, **{e: {"wall": results[a, e][0], "cpu": results[a, e][1]}
+                                       for e in estimators}} for a in bounds],
+    })
+    print(f"saved {path}")
     fig, ax = plt.subplots(figsize=(6, 4))
     for e in estimators:
         ax.plot(bounds, [results[a, e][0] for a in bounds], "o-", label=f"{LABELS[e]} (wall)")

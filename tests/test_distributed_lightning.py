@@ -6,6 +6,7 @@ processes reach the ELBO of one, a resumed run continues the uninterrupted one. 
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -248,3 +249,10 @@ def test_benchmark_quick(tmp_path):
     assert "| 2 processes, weak (same batch per worker) | 2 |" in proc.stdout
     assert "communication dominates from R =" in proc.stdout
     assert (tmp_path / "distributed_scaling.png").stat().st_size > 0
+    # the results file holds the printed numbers, with where they came from
+    record = json.load(open(tmp_path / "distributed.json"))
+    assert record["run"]["command"].startswith("python benchmarks/distributed.py --quick")
+    rows = record["results"]["lightning"]
+    assert [r["processes"] for r in rows] == [1, 2, 1, 2]
+    assert f"| {rows[1]['step_s']:.3f} | {rows[1]['steps_per_s']:.2f} |" in proc.stdout
+    assert record["results"]["settings"]["quick"] is True

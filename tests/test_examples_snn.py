@@ -51,6 +51,13 @@ def test_snn_hidden_svi(tmp_path):
     assert "separate guide" in out and "lookahead guide" in out and " ± " in out
     assert (tmp_path / "test_log_likelihood.png").stat().st_size > 0
     assert (tmp_path / "loss_curves.png").stat().st_size > 0
+    # the results file holds the printed table's numbers
+    r = json.load(open(tmp_path / "snn_hidden_svi.json"))["results"]
+    assert [c["guide"] for c in r["columns"]][:3] == ["prior", "separate", "lookahead"]
+    assert len(r["scores"]["2"]) == 9 and all(len(s) == 2 for s in r["scores"]["2"])
+    mean = sum(r["scores"]["1"][0]) / 2
+    assert f"| 1 | {mean:.2f} ± " in out
+    assert f"ceiling): {r['truth']['mean']:.2f} ± {r['truth']['se']:.2f}" in out
 
 
 def test_training_time(tmp_path):
@@ -58,6 +65,9 @@ def test_training_time(tmp_path):
                "--num-sequences", 2, "--duration", 5, "--out", tmp_path)
     assert "| 1 |" in out and "| 2 |" in out
     assert (tmp_path / "training_time.png").stat().st_size > 0
+    rows = json.load(open(tmp_path / "training_time.json"))["results"]["rows"]
+    assert [r["upper_bound"] for r in rows] == [1, 2]
+    assert f"| 2 | {rows[1]['pathwise']['wall']:.3f} / {rows[1]['pathwise']['cpu']:.3f}" in out
 
 
 def test_benchmark_svi_quick():
