@@ -331,7 +331,12 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
     MARKS_OR_LABELS("spiking_terms");
     size_t size = is_double ? sizeof(double) : sizeof(float);
     void *work = malloc((size_t)((2 * D + 1) * L + 1) * size);
-    if (!work) return PyErr_NoMemory();
+    double *sums = malloc((size_t)(2 * D) * sizeof(double));
+    if (!work || !sums) {
+        free(work);
+        free(sums);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         spiking_terms_f64(N, R, L, D, K, Q, PTR(double, times), PTR(double, marks),
@@ -340,16 +345,17 @@ static PyObject *spiking_terms(PyObject *self, PyObject *args) {
                           PTR(double, upper), upper_seq, PTR(double, nodes),
                           PTR(double, qweights), PTR(double, thresholds), PTR(double, h_in),
                           PTR(double, h_out),
-                          PTR(double, mark_sum), PTR(double, integral), (double *)work);
+                          PTR(double, mark_sum), PTR(double, integral), (double *)work, sums);
     else
         spiking_terms_f32(N, R, L, D, K, Q, PTR(float, times), PTR(float, marks),
                           PTR(int64_t, labels), PTR(float, bias), bias_seq, PTR(float, weight),
                           weight_seq, PTR(float, rates), rates_seq, PTR(float, upper),
                           upper_seq, PTR(float, nodes), PTR(float, qweights),
                           PTR(float, thresholds), PTR(float, h_in), PTR(float, h_out), PTR(float, mark_sum),
-                          PTR(float, integral), (float *)work);
+                          PTR(float, integral), (float *)work, sums);
     Py_END_ALLOW_THREADS
     free(work);
+    free(sums);
     Py_RETURN_NONE;
 }
 
@@ -377,8 +383,16 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
     size_t cells = mul_size(mul_size((size_t)R + 3, (size_t)L), (size_t)D);
     REQUIRE((cells || L == 0) && cells < SIZE_MAX / 2 / size - (size_t)(2 * L + 1),
             "spiking_terms_backward: R * L * D is too large");
+    REQUIRE(L == 0 || D < 46340, "spiking_terms_backward: D * D is too large");
+    REQUIRE(L == 0 || L < PY_SSIZE_T_MAX / 8 / (D * D + 1),
+            "spiking_terms_backward: L * D * D is too large");
     void *work = malloc((size_t)(R * L * D + 3 * L * D + 2 * L + 1) * size);
-    if (!work) return PyErr_NoMemory();
+    double *sums = malloc((size_t)(D + L * D * D + L) * sizeof(double));
+    if (!work || !sums) {
+        free(work);
+        free(sums);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
     if (is_double)
         spiking_terms_backward_f64(
@@ -387,7 +401,7 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
             rates_seq, PTR(double, upper), upper_seq, PTR(double, nodes), PTR(double, qweights),
             PTR(double, thresholds), PTR(double, h_in), PTR(double, g_mark), PTR(double, g_int), PTR(double, g_out),
             PTR(double, gt), PTR(double, gm), PTR(double, gb), PTR(double, gw), PTR(double, gr),
-            PTR(double, ga), PTR(double, g_in), (double *)work);
+            PTR(double, ga), PTR(double, g_in), (double *)work, sums);
     else
         spiking_terms_backward_f32(
             N, R, L, D, K, Q, PTR(float, times), PTR(float, marks), PTR(int64_t, labels),
@@ -395,9 +409,10 @@ static PyObject *spiking_terms_backward(PyObject *self, PyObject *args) {
             rates_seq, PTR(float, upper), upper_seq, PTR(float, nodes), PTR(float, qweights),
             PTR(float, thresholds), PTR(float, h_in), PTR(float, g_mark), PTR(float, g_int), PTR(float, g_out),
             PTR(float, gt), PTR(float, gm), PTR(float, gb), PTR(float, gw), PTR(float, gr),
-            PTR(float, ga), PTR(float, g_in), (float *)work);
+            PTR(float, ga), PTR(float, g_in), (float *)work, sums);
     Py_END_ALLOW_THREADS
     free(work);
+    free(sums);
     Py_RETURN_NONE;
 }
 
@@ -545,7 +560,7 @@ static struct PyModuleDef module = {
 
 /* Bump with every change of a function's arguments or meaning: kernels.py refuses (and falls
    back to the PyTorch loops) when an installed build does not match its source. */
-#define KERNELS_VERSION 13
+#define KERNELS_VERSION 14
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);

@@ -357,13 +357,15 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
                               const T *weight, Py_ssize_t weight_seq, const T *rates,
                               Py_ssize_t rates_seq, const T *upper, Py_ssize_t upper_seq,
                               const T *rule_nodes, const T *rule_weights, const T *thresholds,
-                              const T *h_in, T *h_out, T *mark_sum, T *integral, T *work) {
+                              const T *h_in, T *h_out, T *mark_sum, T *integral, T *work,
+                              double *sums) {
     T *h = work, *start = work + L * D, *e = work + 2 * L * D;
+    /* the sums over rows in double whatever T (a float32 running sum of 1e5 terms loses ~1e-3) */
+    double *ms = sums, *in = sums + D;
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *t = times + n * R, *b = bias + n * bias_seq, *w = weight + n * weight_seq;
         const T *rate = rates + n * rates_seq;
         const T a = upper[n * upper_seq], log_a = LOG(a);
-        T *ms = mark_sum + n * D, *in = integral + n * D;
         for (Py_ssize_t d = 0; d < D; d++) ms[d] = in[d] = 0;
         for (Py_ssize_t k = 0; k < L * D; k++) start[k] = h[k] = h_in ? h_in[n * L * D + k] : 0;
         for (Py_ssize_t r = 0; r < R; r++) {
@@ -403,6 +405,10 @@ static void FN(spiking_terms)(Py_ssize_t N, Py_ssize_t R, Py_ssize_t L, Py_ssize
                 for (Py_ssize_t d = 0; d < D; d++) h[l * D + d] = start[l * D + d] * decay;
             }
         }
+        for (Py_ssize_t d = 0; d < D; d++) {
+            mark_sum[n * D + d] = (T)ms[d];
+            integral[n * D + d] = (T)in[d];
+        }
         if (h_out)
             for (Py_ssize_t k = 0; k < L * D; k++) h_out[n * L * D + k] = start[k];
     }
@@ -426,9 +432,11 @@ static void FN(spiking_terms_backward)(
     const T *upper, Py_ssize_t upper_seq, const T *rule_nodes, const T *rule_weights,
     const T *thresholds, const T *h_in, const T *g_mark,
     const T *g_int, const T *g_out, T *gt, T *gm, T *gb, T *gw, T *gr, T *ga, T *g_in,
-    T *work) {
+    T *work, double *sums) {
     T *starts = work, *hb = work + R * L * D, *sb = hb + L * D, *h = sb + L * D;
     T *e = h + L * D, *eb = e + L;
+    /* the parameters' adjoints sum over rows: in double whatever T */
+    double *gbd = sums, *gwd = sums + D, *grd = gwd + L * D * D;
     for (Py_ssize_t n = 0; n < N; n++) {
         const T *t = times + n * R, *b = bias + n * bias_seq, *w = weight + n * weight_seq;
         const T *rate = rates + n * rates_seq;
@@ -436,13 +444,14 @@ static void FN(spiking_terms_backward)(
         const T a = upper[n * upper_seq], log_a = LOG(a);
         const T *gM = g_mark + n * D, *gI = g_int + n * D;
         T *gtn = gt + n * R, *gmn = gm ? gm + n * R * D : NULL, *gbn = gb + n * D;
-        T *gwn = gw + n * L * D * D, *grn = gr + n * L, gan = 0;
+        T *gwn = gw + n * L * D * D, *grn = gr + n * L;
+        double gan = 0;
         for (Py_ssize_t k = 0; k < R; k++) gtn[k] = 0;
         if (gmn)
             for (Py_ssize_t k = 0; k < R * D; k++) gmn[k] = 0;
-        for (Py_ssize_t k = 0; k < D; k++) gbn[k] = 0;
-        for (Py_ssize_t k = 0; k < L * D * D; k++) gwn[k] = 0;
-        for (Py_ssize_t k = 0; k < L; k++) grn[k] = 0;
+        for (Py_ssize_t k = 0; k < D; k++) gbd[k] = 0;
+        for (Py_ssize_t k = 0; k < L * D * D; k++) gwd[k] = 0;
+        for (Py_ssize_t k = 0; k < L; k++) grd[k] = 0;
         /* forward: the start value of every row */
         for (Py_ssize_t k = 0; k < L * D; k++) h[k] = h0 ? h0[k] : 0;
         for (Py_ssize_t r = 0; r < R; r++) {
@@ -485,7 +494,7 @@ static void FN(spiking_terms_backward)(
                         sb[l * D + d] += hb[l * D + d] * decay;
                     }
                     dtb -= eb_l * rate[l] * decay;
-                    grn[l] -= eb_l * dt * decay;
+                    grd[l] -= eb_l * dt * decay;
                 }
                 const Py_ssize_t rule = FN(rule_of)(dt, thresholds, K);
                 const T *nodes = rule_nodes + rule * Q, *qweights = rule_weights + rule * Q;
@@ -502,7 +511,7 @@ static void FN(spiking_terms_backward)(
                         gan += gI[d] * dt * qweights[q] * sig;
                         dtb += gI[d] * a * qweights[q] * sig;
                         const T ub = gI[d] * a * dt * qweights[q] * sig * (1 - sig);
-                        gbn[d] += ub;
+                        gbd[d] += ub;
                         for (Py_ssize_t l = 0; l < L; l++) {
                             sb[l * D + d] += ub * e[l];
                             eb[l] += ub * st[l * D + d];
@@ -510,7 +519,7 @@ static void FN(spiking_terms_backward)(
                     }
                     for (Py_ssize_t l = 0; l < L; l++) {
                         dtb -= eb[l] * nodes[q] * rate[l] * e[l];
-                        grn[l] -= eb[l] * nodes[q] * dt * e[l];
+                        grd[l] -= eb[l] * nodes[q] * dt * e[l];
                     }
                 }
                 gtn[r + 1] += dtb;
@@ -529,7 +538,7 @@ static void FN(spiking_terms_backward)(
                 const T mi = m ? m[i] : 1;
                 if (mi == 0) continue;
                 for (Py_ssize_t l = 0; l < L; l++)
-                    for (Py_ssize_t d = 0; d < D; d++) gwn[(l * D + d) * D + i] += sb[l * D + d] * mi;
+                    for (Py_ssize_t d = 0; d < D; d++) gwd[(l * D + d) * D + i] += sb[l * D + d] * mi;
             }
             /* the mark term at the left limit u^- = b + sum_l h_r, h_r = start_{r-1} E_{r-1} */
             if (r > 0) {
@@ -552,12 +561,15 @@ static void FN(spiking_terms_backward)(
                 const T md = m ? m[d] : 1;
                 if (md == 0) continue;
                 const T ub = gM[d] * md / (1 + EXP(u)); /* d log sigma(u) / du = sigma(-u) */
-                gbn[d] += ub;
+                gbd[d] += ub;
                 for (Py_ssize_t l = 0; l < L; l++) hb[l * D + d] += ub;
                 gan += gM[d] * md / a;
             }
         }
-        ga[n] = gan;
+        ga[n] = (T)gan;
+        for (Py_ssize_t k = 0; k < D; k++) gbn[k] = (T)gbd[k];
+        for (Py_ssize_t k = 0; k < L * D * D; k++) gwn[k] = (T)gwd[k];
+        for (Py_ssize_t k = 0; k < L; k++) grn[k] = (T)grd[k];
         if (g_in)
             for (Py_ssize_t k = 0; k < L * D; k++) g_in[n * L * D + k] = hb[k];
     }

@@ -229,6 +229,30 @@ def test_an_index_layout_observation_in_a_pyro_model():
 # ------------------------------------------------------------------ streamed likelihood
 
 
+@pytest.mark.parametrize("name", ["spiking", "spiking_context"])
+def test_streamed_backward_runs_on_the_loops_of_its_forward(name, monkeypatch):
+    # the PyTorch loops' chunks are checkpointed and recomputed in the backward pass: a
+    # log_prob taken under compiled_loops(False) and differentiated after the block (a user's
+    # loss.backward() outside it) recomputes them on the PyTorch loops too (it raised
+    # torch.utils.checkpoint's CheckpointError: the recomputation took the compiled path)
+    from pyro_spikes.distributions import point_process
+    from pyro_spikes.distributions.kernels import compiled_loops
+
+    monkeypatch.setattr(point_process, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(point_process, "MIN_CHUNK_ROWS", 3)
+    p = {k: v.clone().requires_grad_() for k, v in _params(4).items()}
+    torch.manual_seed(5)
+    value = PROCESSES[name](p).sample((2,)).detach()
+    leaves = [p["bias"], p["weight"], p["tau"]]
+    with compiled_loops(False):
+        lp = PROCESSES[name](p).log_prob(value).sum()
+        inside = torch.autograd.grad(lp, leaves)
+        lp = PROCESSES[name](p).log_prob(value).sum()
+    outside = torch.autograd.grad(lp, leaves)
+    for a, b in zip(inside, outside):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("layout", ["dense", "index"])
 @pytest.mark.parametrize("name", [n for n in PROCESSES if n != "poisson"])
 def test_streamed_chunks_equal_one_pass(loop_backend, name, layout, monkeypatch):

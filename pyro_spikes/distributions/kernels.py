@@ -42,7 +42,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro_spikes.spikes import _index_labels, raise_index_problems
 
 #: the ``KERNELS_VERSION`` of the ``_kernels.c`` these wrappers are written for
-VERSION = 13
+VERSION = 14
 
 
 def _checked(module):
@@ -130,6 +130,11 @@ def compiled_loops(enabled=True):
         yield
     finally:
         _enabled.reset(token)
+
+
+def loops_enabled():
+    """Whether :func:`compiled_loops` allows the compiled loops here (the default: yes)."""
+    return _enabled.get()
 
 
 def compiled_for(like):
