@@ -630,6 +630,153 @@ def example_time(name):
             f"``python benchmarks/examples.py``.\n")
 
 
+# ---------------------------------------------------------------- Kajino's experiments 2 and 3
+
+SNN_HIDDEN_SVI = "docs/results/snn_hidden_svi/snn_hidden_svi.json"
+TRAINING_TIME = "docs/results/training_time/training_time.json"
+
+
+def _mean_se(values):
+    """Mean and standard error (s.e. 0 for one value), as ``examples/snn_hidden_svi.py``."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def snn_hidden_svi():
+    record = load(SNN_HIDDEN_SVI)
+    r = record["results"]
+    s = r["settings"]
+    cols = r["columns"]
+    rows = []
+    for size, per_col in r["scores"].items():
+        rows.append([size] + ["{} ± {:.2f}".format(f"{m:.2f}".replace("-", "\u2212"), se)
+                              for m, se in map(_mean_se, per_col)])
+    table = rst_list_table(["training sequences"] + [c["label"] for c in cols], rows)
+    # estimator against estimator on the same seeds (same training pool and start): paired
+    first = cols[0]["label"]
+    diffs = []
+    for size, per_col in r["scores"].items():
+        for c, x in zip(cols[1:], per_col[1:]):
+            m, se = _mean_se([a - b for a, b in zip(per_col[0], x)])
+            diffs.append(f"{m:+.2f}".replace("-", "\u2212") + f" ± {se:.2f} against "
+                         f"{c['label']} ({size} "
+                         "training sequences)")
+    paired = (f"{first[0].upper() + first[1:]} minus each other estimator, paired by seed (mean ± s.e. of the "
+              "per-seed differences): " + "; ".join(diffs) + ". ") if len(cols) > 1 else ""
+    ess = [f for per_col in r["ess_fraction"].values() for x in per_col for f in x]
+    t, fl = r["truth"], r["floor"]
+    seeds = len(fl["per_seed"])
+    text = (
+        f"Mean ± standard error over the {seeds} run seeds of the mean held-out "
+        f":math:`\\log p(J_O)` per sequence ({s['num_test']} test sequences, "
+        f":math:`T = {s['duration']:g}`, {s['num_steps']} SVI steps, SMC with "
+        f"{s['num_particles']} particles). Data-generating network (the ceiling): "
+        f"{_signed(t['mean'], 4)} ± {num(t['se'], 3)} (standard error over the test sequences); "
+        f"initial models (the floor): {_signed(fl['mean'], 4)} ± {num(fl['se'], 3)} (per seed: "
+        + ", ".join(_signed(v, 4) for v in fl["per_seed"]) + "). Two independent SMC runs of "
+        f"the data-generating network differ by {num(t['smc_spread'], 2)} nats per sequence on "
+        f"average; the particles' mean effective sample size is {100 * t['ess_fraction']:.0f}% "
+        f"for the data-generating network and {100 * min(ess):.0f}-{100 * max(ess):.0f}% for the "
+        f"trained models. {paired}The run took {duration(r['seconds'])}. "
+        f"Run: {provenance(record)}.")
+    return table + "\n" + text + "\n"
+
+
+def training_time():
+    record = load(TRAINING_TIME)
+    r = record["results"]
+    s = r["settings"]
+    rows, ratios = [], []
+    for row in r["rows"]:
+        ratio = row["pathwise"]["cpu"] / row["reinforce"]["cpu"]
+        ratios.append(ratio)
+        rows.append([f"{row['upper_bound']:g}",
+                     f"{num(row['pathwise']['wall'], 2)} / {num(row['pathwise']['cpu'], 2)}",
+                     f"{num(row['reinforce']['wall'], 2)} / {num(row['reinforce']['cpu'], 2)}",
+                     num(ratio, 2)])
+    table = rst_list_table([":math:`a`", "path-wise: wall / CPU (s)",
+                            "REINFORCE: wall / CPU (s)", "path-wise / REINFORCE (CPU)"], rows)
+    return (table + f"\nSeconds per SVI step with {s['num_sequences']} sequences of "
+            f":math:`T = {s['duration']:g}`, median of {s['num_steps']} steps after one warm-up; "
+            f"a path-wise step costs {num(min(ratios), 2)}-{num(max(ratios), 2)}x a REINFORCE "
+            f"step (CPU time). Run: {provenance(record)}.\n")
+
+
+# ---------------------------------------------------------------- data-parallel SVI
+
+DISTRIBUTED = "docs/results/distributed/distributed.json"
+
+
+def _us(seconds):
+    return f"{seconds * 1e6:,.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.3g} ms"
+
+
+def _crossing(label, workers):
+    """``R = 32 (loopback, 78 parameters)`` from the benchmark's scaling label and crossover."""
+    network, n = label.split(", n=")
+    n = int(n.split()[0])
+    where = f"{network.split(' (')[0]}, {n:,} parameters"
+    return (f":math:`R = {workers:,}` ({where})" if workers is not None
+            else f"no :math:`R` up to :math:`2^{{20}}` ({where})")
+
+
+def distributed():
+    record = load(DISTRIBUTED)
+    r = record["results"]
+    s = r["settings"]
+    rows = [[x["setup"].replace(" x2", " ×2"), str(x["processes"]), str(x["batch_per_worker"]),
+             str(x["global_batch"]), num(x["step_s"]), num(x["steps_per_s"]),
+             num(x["sequences_per_s"])] for x in r["lightning"]]
+    table = rst_list_table(["set-up", "processes", "batch / worker", "global batch", "step (s)",
+                            "steps/s", "sequences/s"], rows)
+    lw = r["lightning"]
+    weak = lw[1]["sequences_per_s"] / lw[0]["sequences_per_s"]
+    strong = lw[2]["step_s"] / lw[3]["step_s"]
+    load_start, load_end = s["load_average_start"], s["load_average_end"]
+    comp = r["compute"]
+    fit = r["fit"]
+    ar = r["allreduce"]
+    n = r["num_params"]
+    b0 = min(comp, key=int)
+    sizes = sorted(ar, key=int)
+    first = next(iter(r["scaling"].values()))
+    best = max(first["rows"], key=lambda x: x["speedup"])
+    crossings = {k: v["crossover"] for k, v in r["scaling"].items()}
+    intro = (
+        f"Path-wise SVI (annealed temperature) of an SNN with 2 observed + 4 hidden neurons "
+        f"(Kajino's network, {n} parameters), {s['num_sequences']} sequences of "
+        f":math:`T = {s['duration']:g}`, {s['dtype'].replace('torch.', '')}, one torch thread "
+        f"per process, median step over {lw[0]['steps_timed']} steps after {s['warmup']} "
+        f"warm-up, Lightning {s['lightning']} ``ddp_fork`` with gloo. Load average "
+        f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end on "
+        f"{record['run']['machine']['cores']} cores (the two processes of a 2-process row "
+        f"share them). Run: {provenance(record)}.")
+    bullets = [
+        f"Weak scaling: {num(weak, 3)}× the sequences/s of one process (ideal 2×); strong "
+        f"scaling: {num(strong, 3)}× (ideal 2×).",
+        "",
+        "- compute of one step (loss + backward, one process, minibatches cycling through the "
+        "data): " + ", ".join(f"{comp[b]:.3f}" for b in sorted(comp, key=int)) + " s for "
+        ":math:`b = " + ", ".join(sorted(comp, key=int)) + "`, i.e. "
+        f":math:`t_c(b) = {fit['c0']:.3f} + {fit['c1']:.4f}\\,b` s; the fixed part caps the "
+        f"strong-scaling speed-up at :math:`t_c(G)/c_0 \\approx {r['speedup_cap']:.0f}` for a "
+        f"global batch :math:`G = {s['global_batch']}`, whatever the network;",
+        f"- gloo all-reduce between 2 processes on this machine: {_us(ar[str(n)])} for the "
+        f"model's {n} parameters ({100 * ar[str(n)] / comp[b0]:.1f}% of a {b0}-sequence step), "
+        + ", ".join(f"{_us(ar[k])} for {int(k):,}" for k in sizes if int(k) != n)
+        + f" float32; fit :math:`\\alpha = {fit['alpha'] * 1e6:.0f}` µs, "
+        + (f"{1 / fit['beta'] / 1e9:.2g} GB/s" if fit["beta"] > 0 else "no bandwidth resolved")
+        + " (loopback);",
+        f"- simulated strong scaling for :math:`G = {s['global_batch']}` (ring all-reduce, no "
+        f"overlap): with the loopback fit the speed-up peaks at {num(best['speedup'], 2)} with "
+        f"{best['workers']} workers; communication takes longer than computation from "
+        + "; ".join(_crossing(k, v) for k, v in crossings.items()) + ".",
+    ]
+    return table + "\n" + intro + "\n\n" + "\n".join(bullets) + "\n"
+
 # ---------------------------------------------------------------- mutation testing
 
 MUTATION = "docs/results/mutation/mutation.json"
@@ -726,6 +873,9 @@ RENDERERS = {
     "sampling-spiking-benchmarks": (sampling_spiking_benchmarks, [SAMPLING]),
     "recordings-spiking": (recordings_spiking, [RECORDINGS]),
     "recordings-hawkes": (recordings_hawkes, [RECORDINGS]),
+    "snn-hidden-svi": (snn_hidden_svi, [SNN_HIDDEN_SVI]),
+    "training-time": (training_time, [TRAINING_TIME]),
+    "distributed": (distributed, [DISTRIBUTED]),
     "gradient-variance-fresh": (gradient_variance_fresh, [GV_FRESH]),
     "gradient-variance-kajino": (gradient_variance_kajino, [GV_KAJINO]),
     "gradient-variance-readme": (gradient_variance_readme, [GV_FRESH]),

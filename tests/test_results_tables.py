@@ -16,12 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RENDER = runpy.run_path(os.path.join(ROOT, "docs", "render_tables.py"))
 
 # Tables of numbers typed before the results files existed, per page, still to be moved to a
-# script's results file (issue 25, item 2). The count may only go down: a new table of numbers
-# outside a results region fails the test below.
-LEGACY_TABLES = {
-    "docs/benchmarks.rst": 1,
-    "docs/kajino.rst": 2,
-}
+# script's results file (issue 25, item 2: all moved). The count may only go down: a new table
+# of numbers outside a results region fails the test below.
+LEGACY_TABLES = {}
 
 
 def test_regions_are_up_to_date():
@@ -40,6 +37,10 @@ def test_every_renderer_is_used_and_its_files_say_where_they_came_from():
             with open(os.path.join(ROOT, rel)) as f:
                 run = json.load(f)["run"]
             assert run["command"].startswith("python ") and run["commit"] != "unknown", rel
+            # from a committed tree: the commit named reproduces the run
+            assert not run["commit"].endswith("+dirty"), (
+                f"{rel}: run from a tree with uncommitted changes; rerun it from a clean "
+                "checkout of a commit")
             assert {"cpu", "cores", "python", "torch", "pyro"} <= set(run["machine"]), rel
             # the command names a script of the repository
             assert os.path.isfile(os.path.join(ROOT, run["command"].split()[1])), rel
