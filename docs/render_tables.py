@@ -705,6 +705,31 @@ def training_time():
             f"step (CPU time). Run: {provenance(record)}.\n")
 
 
+# ---------------------------------------------------------------- the grasshopper receptor
+
+GRASSHOPPER = "docs/results/grasshopper_stimulus/grasshopper_stimulus.json"
+
+
+def grasshopper_stimulus():
+    """The paragraph of ``examples/grasshopper_stimulus.py``'s docstring on its default run."""
+    record = load(GRASSHOPPER)
+    r = record["results"]
+    s = r["settings"]
+    if r["fitter"] == "lbfgs":
+        how = (f"L-BFGS {'converged' if r['converged'] else 'did not converge'} in "
+               f"{r['iterations']} iterations ({r['evaluations']} evaluations, "
+               f"{r['fit_seconds']:.0f} s)")
+    else:
+        how = f"{s['num_steps']} SVI steps ({r['fit_seconds']:.0f} s)"
+    band = "outside" if r["heldout_ks_distance"] > r["ks_95_band"] else "inside"
+    return (
+        f"At the defaults ({s['train_duration']:g} s of training, the remaining "
+        f"{10 - s['train_duration']:g} s held out; {how}) the held-out log-likelihood is "
+        f"{r['gain_bits_per_spike']:.2f} bits per spike above the Poisson baseline "
+        f"({r['heldout_loglik_model']:.1f} against {r['heldout_loglik_poisson']:.1f} nats for "
+        f"{r['test_spikes']} spikes). The held-out KS distance ({r['heldout_ks_distance']:.3f}) "
+        f"is {band} the 95% band ({r['ks_95_band']:.3f}). Run: {provenance(record)}.\n")
+
 # ---------------------------------------------------------------- data-parallel SVI
 
 DISTRIBUTED = "docs/results/distributed/distributed.json"
@@ -876,6 +901,7 @@ RENDERERS = {
     "snn-hidden-svi": (snn_hidden_svi, [SNN_HIDDEN_SVI]),
     "training-time": (training_time, [TRAINING_TIME]),
     "distributed": (distributed, [DISTRIBUTED]),
+    "grasshopper-stimulus": (grasshopper_stimulus, [GRASSHOPPER]),
     "gradient-variance-fresh": (gradient_variance_fresh, [GV_FRESH]),
     "gradient-variance-kajino": (gradient_variance_kajino, [GV_KAJINO]),
     "gradient-variance-readme": (gradient_variance_readme, [GV_FRESH]),

@@ -46,6 +46,9 @@ def test_poisson_maximum_likelihood_and_standard_errors_are_the_closed_forms():
     assert torch.allclose(fit.standard_errors["rate"], COUNTS.sqrt() / T, rtol=1e-6)
     expected = float((COUNTS * torch.log(COUNTS / T) - COUNTS).sum())
     assert fit.log_joint == pytest.approx(expected, rel=1e-10)
+    # the history holds the log joint of every evaluation, the best of them the estimate's
+    assert len(fit.history) == fit.evaluations and max(fit.history) == pytest.approx(
+        fit.log_joint, rel=1e-12)
     # the fitted value is left in the param store
     assert torch.allclose(pyro.param("rate"), COUNTS / T, rtol=1e-6)
 

@@ -56,12 +56,13 @@ class FitResult:
     sites and the latent sites' point estimates), ``standard_errors`` (same names; ``None``
     when not computed), ``log_joint`` (:math:`\\ell` at the estimate), ``iterations``,
     ``evaluations`` (of :math:`\\ell` and its gradient), ``grad_max`` (largest gradient entry in
-    the unconstrained coordinates), ``converged`` and ``message``; ``guide`` is the point-mass
+    the unconstrained coordinates), ``converged`` and ``message``; ``history`` is :math:`\\ell`
+    at every evaluation in order (line-search trials included); ``guide`` is the point-mass
     guide of the latent sites (for :class:`pyro_spikes.infer.Predictive`), or ``None``.
     """
 
     def __init__(self, params, standard_errors, log_joint, iterations, evaluations, grad_max,
-                 converged, message, guide):
+                 converged, message, guide, history=()):
         self.params = params
         self.standard_errors = standard_errors
         self.log_joint = log_joint
@@ -71,6 +72,7 @@ class FitResult:
         self.converged = converged
         self.message = message
         self.guide = guide
+        self.history = list(history)
 
     def __repr__(self):
         status = "converged" if self.converged else "NOT converged"
@@ -187,6 +189,7 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
                                   tolerance_change=tolerance_change, history_size=history_size,
                                   line_search_fn="strong_wolfe")
     bar = tqdm(desc="fit_map (evaluations)", disable=not progress, leave=False)
+    history = []
 
     def closure():
         optimizer.zero_grad()
@@ -197,6 +200,7 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
                              f"{bar.n + 1} (parameters outside the model's support, or a "
                              "start too far out); start elsewhere")
         loss.backward()
+        history.append(-value)
         bar.update(1)
         bar.set_postfix(log_joint=f"{-value:.6g}")
         return loss
@@ -240,7 +244,7 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
         if note:
             message += "; " + note
     return FitResult(params, errors, -float(loss.detach()), iterations, evaluations, grad_max,
-                     converged, message, guide)
+                     converged, message, guide, history)
 
 
 def _standard_errors(loss_fn, unconstrained, names, store, max_se_params):
