@@ -68,8 +68,15 @@ def test_poisson_map_with_a_gamma_prior_is_the_posterior_mode():
     assert set(fit.params) == {"rate"}  # named after the site, not AutoDelta's parameter
     assert torch.allclose(fit.params["rate"], mode, rtol=1e-6)
     assert torch.allclose(fit.standard_errors["rate"], mode / (a - 1 + COUNTS).sqrt(), rtol=1e-5)
-    # the guide gives the estimate back (for Predictive)
+    # the guide gives the estimate back, and Predictive draws spike trains from it
     assert torch.allclose(fit.guide()["rate"], mode, rtol=1e-6)
+    from pyro_spikes.infer import Predictive
+
+    draws = Predictive(model, guide=fit.guide, num_samples=200)(None)
+    assert torch.allclose(draws["rate"], mode.expand(200, 3), rtol=1e-6)
+    counts = (draws["obs"][..., 1:] > 0).sum(-2).double().mean(0)  # spikes per neuron
+    # Poisson(rate T) counts: 20% is at least 3.7 standard errors of a mean of 200
+    assert torch.allclose(counts, mode * T, rtol=0.2), (counts, mode * T)
 
 
 def _network():

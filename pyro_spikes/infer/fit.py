@@ -34,6 +34,7 @@ under other transforms (a simplex, a Cholesky factor) get NaN, as do all of them
 :math:`I` is not positive definite (the result's ``message`` says so).
 """
 
+import dataclasses
 import math
 
 import pyro
@@ -50,6 +51,7 @@ from pyro_spikes.distributions.point_process import PointProcess
 __all__ = ["FitResult", "fit_map"]
 
 
+@dataclasses.dataclass(repr=False)
 class FitResult:
     """
     What :func:`fit_map` found: ``params`` (name to constrained value: the ``pyro.param``
@@ -61,18 +63,16 @@ class FitResult:
     guide of the latent sites (for :class:`pyro_spikes.infer.Predictive`), or ``None``.
     """
 
-    def __init__(self, params, standard_errors, log_joint, iterations, evaluations, grad_max,
-                 converged, message, guide, history=()):
-        self.params = params
-        self.standard_errors = standard_errors
-        self.log_joint = log_joint
-        self.iterations = iterations
-        self.evaluations = evaluations
-        self.grad_max = grad_max
-        self.converged = converged
-        self.message = message
-        self.guide = guide
-        self.history = list(history)
+    params: dict
+    standard_errors: dict | None
+    log_joint: float
+    iterations: int
+    evaluations: int
+    grad_max: float
+    converged: bool
+    message: str
+    guide: object = None
+    history: list = dataclasses.field(default_factory=list)
 
     def __repr__(self):
         status = "converged" if self.converged else "NOT converged"
@@ -244,7 +244,7 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
         if note:
             message += "; " + note
     return FitResult(params, errors, -float(loss.detach()), iterations, evaluations, grad_max,
-                     converged, message, guide, history)
+                     converged, message, guide, list(history))
 
 
 def _standard_errors(loss_fn, unconstrained, names, store, max_se_params):
