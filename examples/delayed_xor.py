@@ -33,7 +33,7 @@ The output below is the docs build's quick run (40 steps on batches of 16,
 
 .. results: example-time-delayed_xor
 
-At its defaults this example runs in 102 s (peak memory 396 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 104 s (peak memory 396 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

@@ -30,7 +30,7 @@ figure shows the loss (negative ELBO of the whole data set per sequence) against
 
 .. results: example-time-distributed_svi
 
-At its defaults this example runs in 21 s (peak memory 437 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 20 s (peak memory 437 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

@@ -52,7 +52,7 @@ measures each family's bias for *its own* neuron.
 
 .. results: example-time-gradient_families
 
-At its defaults this example runs in 2.6 min (peak memory 422 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 2.7 min (peak memory 422 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

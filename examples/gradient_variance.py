@@ -40,7 +40,7 @@ The figure shows, for the first seed, the per-entry std with its interval for ea
 
 .. results: example-time-gradient_variance
 
-At its defaults this example runs in 80 s (peak memory 493 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 67 s (peak memory 490 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

@@ -20,7 +20,7 @@ Run ``python examples/hawkes_nuts.py`` (figures in ``out/hawkes_nuts/``).
 
 .. results: example-time-hawkes_nuts
 
-At its defaults this example runs in 32 s (peak memory 506 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 32 s (peak memory 509 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

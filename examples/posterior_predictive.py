@@ -20,7 +20,7 @@ Run ``python examples/posterior_predictive.py`` (figures in ``out/posterior_pred
 
 .. results: example-time-posterior_predictive
 
-At its defaults this example runs in 16 s (peak memory 382 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 13 s (peak memory 382 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

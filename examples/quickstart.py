@@ -17,7 +17,7 @@ Run ``python examples/quickstart.py --help`` for the options.
 
 .. results: example-time-quickstart
 
-At its defaults this example runs in 17 s (peak memory 415 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 13 s (peak memory 415 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

@@ -25,7 +25,7 @@ spike times. Run the paper-size setting with, e.g.::
 
 .. results: example-time-slif_input_current
 
-At its defaults this example runs in 68 s (peak memory 361 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 74 s (peak memory 361 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

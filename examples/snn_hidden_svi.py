@@ -35,7 +35,7 @@ which of the paper's claims hold here.
 
 .. results: example-time-snn_hidden_svi
 
-At its defaults this example runs in 53 s (peak memory 382 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 55 s (peak memory 382 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

@@ -35,7 +35,7 @@ run that only starts to improve on the reservoir, not the result above.
 
 .. results: example-time-spike_coding
 
-At its defaults this example runs in 106 s (peak memory 455 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 2.0 min (peak memory 455 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """

@@ -25,7 +25,7 @@ shared machine; they are not the measurement.
 
 .. results: example-time-training_time
 
-At its defaults this example runs in 11 s (peak memory 388 MB) on 2 cores (AMD EPYC), commit 15f620a4fc; measured by ``python benchmarks/examples.py``.
+At its defaults this example runs in 10 s (peak memory 386 MB) on 2 cores (AMD EPYC), commit 1f76e9a2a9; measured by ``python benchmarks/examples.py``.
 
 .. end results
 """
