@@ -22,11 +22,12 @@ class Quadratic(PyroModule):
         super().__init__()
         self.theta = PyroParam(torch.tensor(0.0))
         self.unused = PyroParam(torch.tensor([1.0, 2.0]))  # never reaches the loss
-        self.temperatures = []
+        self.temperatures, self.kwargs = [], []
 
     @pyro_method
     def model(self, observed, temperature=None, **kwargs):
         self.temperatures.append(temperature)
+        self.kwargs.append(kwargs)
         pyro.factor("f", -(self.theta - 1.0) ** 2)
 
     @pyro_method
@@ -41,15 +42,25 @@ def clean_store():
     pyro.clear_param_store()
 
 
-@pytest.mark.parametrize("anneal_from", [None, 1.0])
+@pytest.mark.parametrize("anneal_from", [None, 2.0])
 def test_every_step_gets_its_temperature(anneal_from):
     q = Quadratic()
     train(q, None, "pathwise", 6, temperature=0.2, anneal_from=anneal_from)
-    expected = [0.2 if anneal_from is None else temperature_schedule(s, 6, start=1.0, end=0.2)
+    expected = [0.2 if anneal_from is None else temperature_schedule(s, 6, start=2.0, end=0.2)
                 for s in range(6)]
     assert q.temperatures == pytest.approx(expected, rel=1e-12)
-    if anneal_from is not None:  # geometric from 1 to 0.2: strictly decreasing
+    if anneal_from is not None:  # geometric from 2 to 0.2: from the start, strictly down
+        assert expected[0] == pytest.approx(2.0)
         assert all(a > b for a, b in zip(expected, expected[1:]))
+
+
+@pytest.mark.parametrize("estimator", ["pathwise", "reinforce", "reinforce_baseline"])
+def test_every_step_gets_its_estimators_arguments(estimator):
+    from pyro_spikes.models.training import ESTIMATORS
+
+    q = Quadratic()
+    train(q, None, estimator, 2)
+    assert q.kwargs == [ESTIMATORS[estimator][1]] * 2 and q.kwargs[0]  # e.g. relaxed=True
 
 
 def test_the_defaults_are_the_documented_ones():
