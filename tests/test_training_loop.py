@@ -68,7 +68,7 @@ def test_the_defaults_are_the_documented_ones():
     q = Quadratic()
     train(q, None, "pathwise", 1)
     assert q.temperatures == [0.3]
-    assert float(q.theta) == pytest.approx(0.05, rel=1e-6)
+    assert float(q.theta.detach()) == pytest.approx(0.05, rel=1e-6)
 
 
 def test_progress_gets_each_step_and_its_loss():
