@@ -122,7 +122,6 @@ class PoissonProcess(PointProcess):
             counts = torch.poisson(total * self.duration)
             self._check_capacity(counts)
             k = max(int(counts.max()) if counts.numel() else 0, 1)
-            n = rate.shape[0]
             times, accepted = uniform_order_statistics(counts, k, self.duration, rate, "rate")
             probs = rate / total.clamp(min=torch.finfo(rate.dtype).tiny).unsqueeze(-1)
             probs = torch.where(total.unsqueeze(-1) > 0, probs, torch.ones_like(probs))

@@ -113,7 +113,7 @@ def _blocked_scan(times, inputs, rates, block_size=None):
         times = torch.cat([times, times[..., -1:].expand(times.shape[:-1] + (pad,))], -1)
         inputs = torch.cat([inputs, inputs.new_zeros(inputs.shape[:-2] + (pad, inputs.shape[-1]))],
                            -2)
-    g, f = inputs.shape[-3], inputs.shape[-1]
+    f = inputs.shape[-1]
     t = times.reshape(times.shape[:-1] + (nb, b))
     x = inputs.reshape(inputs.shape[:-2] + (nb, b, f))  # batch + (G, nb, b, F)
     r = rates.unsqueeze(-1).unsqueeze(-1)  # batch + (G, 1, 1)
