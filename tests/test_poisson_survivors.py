@@ -31,10 +31,25 @@ class Tagged(PoissonProcess):
     """A user's subclass: ``expand`` must keep the class (Pyro's ``_get_checked_instance``)."""
 
 
+class WithExtra(PoissonProcess):
+    """A subclass with its own ``__init__`` expands through the parent with ``_instance``."""
+
+    def __init__(self, rate, duration, extra=1.0, **kwargs):
+        self.extra = extra
+        super().__init__(rate, duration, **kwargs)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(WithExtra, _instance)
+        new.extra = self.extra
+        return super().expand(batch_shape, _instance=new)
+
+
 def test_expand_keeps_a_subclass_and_skips_validation_of_valid_parents():
     p = Tagged(torch.tensor([1.0, 2.0]), T)
     q = p.expand((3,))
     assert type(q) is Tagged and q.batch_shape == (3,)
+    w = WithExtra(torch.tensor([1.0, 2.0]), T, extra=7.0).expand((2,))
+    assert type(w) is WithExtra and w.extra == 7.0 and w.rate.shape == (2, 2)
     # a process built without validation expands without validating (its rates are invalid)
     bad = PoissonProcess(torch.tensor([-1.0, 2.0]), T, validate_args=False)
     expanded = bad.expand((2,))
