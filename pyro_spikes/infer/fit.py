@@ -46,7 +46,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to, constraints
 from tqdm.auto import tqdm
 
-from pyro_spikes.distributions.point_process import PointProcess
+from pyro_spikes.infer.predictive import _point_process
 
 __all__ = ["FitResult", "fit_map"]
 
@@ -102,10 +102,7 @@ def _check_model(model, args, kwargs):
         if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
             continue
         fn = site["fn"]
-        base = fn
-        while base is not None and not isinstance(base, PointProcess):
-            base = getattr(base, "base_dist", None)
-        if base is not None:
+        if _point_process(fn) is not None:
             raise ValueError(f"model: latent site {name!r} is a point process (hidden spikes); "
                              "fit_map finds point estimates of continuous values: train hidden "
                              "spikes by SVI (pyro_spikes.models.training)")
@@ -211,21 +208,24 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
         bar.close()
     state = optimizer.state[optimizer.param_groups[0]["params"][0]]
     iterations, evaluations = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
-    # the report at the final point
+    # the report at the final point; its gradient's graph gives the Hessian too
     optimizer.zero_grad()
+    size = sum(u.numel() for u in unconstrained)
+    hessian_wanted = standard_errors and size <= max_se_params
     loss = loss_fn()
-    grads = torch.autograd.grad(loss, unconstrained, allow_unused=True)
+    grads = torch.autograd.grad(loss, unconstrained, create_graph=hessian_wanted,
+                                allow_unused=True)
     grad_max = max((float(g.abs().max()) for g in grads if g is not None and g.numel()),
                    default=0.0)
     if grad_max <= tolerance_grad:
         converged, message = True, f"max |gradient| {grad_max:.3g} <= tolerance_grad"
     elif iterations < max_iter and evaluations < max_eval:
         converged = True
+        float32 = unconstrained[0].dtype == torch.float32
         message = (f"a step changed the objective or the coordinates by less than "
-                   f"tolerance_change ({tolerance_change:g}; in float32 the objective's own "
-                   "rounding can stop it there)" if unconstrained[0].dtype == torch.float32 else
-                   f"a step changed the objective or the coordinates by less than "
-                   f"tolerance_change ({tolerance_change:g})")
+                   f"tolerance_change ({tolerance_change:g}"
+                   + ("; in float32 the objective's own rounding can stop it there)" if float32
+                      else ")"))
     else:
         converged = False
         limit = "max_iter" if iterations >= max_iter else "max_eval"
@@ -238,24 +238,24 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
 
     params = {public(n): store[n].detach() for n in names}
     errors = None
-    if standard_errors:
-        errors, note = _standard_errors(loss_fn, unconstrained, names, store, max_se_params)
-        errors = None if errors is None else {public(n): e for n, e in errors.items()}
+    if hessian_wanted:
+        errors, note = _standard_errors(grads, unconstrained, names, store)
+        errors = {public(n): e for n, e in errors.items()}
         if note:
             message += "; " + note
+    elif standard_errors:
+        message += f"; no standard errors: {size} coordinates > max_se_params ({max_se_params})"
     return FitResult(params, errors, -float(loss.detach()), iterations, evaluations, grad_max,
                      converged, message, guide, list(history))
 
 
-def _standard_errors(loss_fn, unconstrained, names, store, max_se_params):
-    """Delta-method standard errors of the constrained values from the Hessian in ``u``."""
+def _standard_errors(grads, unconstrained, names, store):
+    """
+    Delta-method standard errors of the constrained values from the Hessian in ``u``:
+    ``grads`` is the gradient of the loss in ``unconstrained``, with its graph.
+    """
     sizes = [u.numel() for u in unconstrained]
     n = sum(sizes)
-    if n > max_se_params:
-        return None, (f"no standard errors: {n} coordinates > max_se_params "
-                      f"({max_se_params})")
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, unconstrained, create_graph=True, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(u)).reshape(-1)
                       for g, u in zip(grads, unconstrained)])
     like = unconstrained[0]
