@@ -281,3 +281,13 @@ def test_streamed_chunks_equal_one_pass(loop_backend, name, layout, monkeypatch)
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_loops_enabled_reports_the_compiled_loops_setting():
+    from pyro_spikes.distributions.kernels import compiled_loops, loops_enabled
+
+    with compiled_loops(False):
+        assert loops_enabled() is False
+        with compiled_loops(True):
+            assert loops_enabled() is True
+        assert loops_enabled() is False
