@@ -215,7 +215,7 @@ def fit_map(model, *args, max_iter=500, max_eval=None, tolerance_grad=1e-6,
     loss = loss_fn()
     grads = torch.autograd.grad(loss, unconstrained, create_graph=hessian_wanted,
                                 allow_unused=True)
-    grad_max = max((float(g.abs().max()) for g in grads if g is not None and g.numel()),
+    grad_max = max((float(g.detach().abs().max()) for g in grads if g is not None and g.numel()),
                    default=0.0)
     if grad_max <= tolerance_grad:
         converged, message = True, f"max |gradient| {grad_max:.3g} <= tolerance_grad"
